@@ -1,0 +1,25 @@
+"""sdekit: sample score-based generative models by solving their reverse-time SDE or PF-ODE.
+
+Quick start::
+
+    import torch, sdekit
+    sde = sdekit.VPSDE()
+    mix = sdekit.testing.GaussianMixture.random(dim=2)
+    x = sdekit.sample(mix.score_fn(sde), sde, "ode_heun", shape=(1000, 2), nfe=50,
+                      generator=torch.Generator().manual_seed(0))
+"""
+
+from . import grids, kernels, metrics, noise, score, solvers, testing
+from .integrate import NonFiniteError, SamplingError, Solution, StepInfo, integrate
+from .process import DriftDiffusion, ReverseProcess, ScoreError
+from .sampling import sample, solve, steps_for_nfe
+from .sde import SDE, VESDE, VPSDE, AlphaSigmaSDE, CosineSDE, SubVPSDE
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "sample", "solve", "integrate", "steps_for_nfe", "Solution", "StepInfo",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE",
+    "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError",
+    "grids", "kernels", "metrics", "noise", "score", "solvers", "testing", "__version__",
+]

@@ -1,0 +1,124 @@
+"""The reverse-time dynamics every solver integrates, and the one place where NFE is counted.
+
+For a forward SDE ``dx = f(t) x dt + g(t) dw`` and a score ``s(x, t) ~ grad log p_t(x)``,
+the reverse dynamics form a one-parameter family (``lam`` in [0, 1])::
+
+    dx = [f(t) x - 1/2 (1 + lam^2) g(t)^2 s(x, t)] dt + lam g(t) dw_bar
+
+``lam = 1`` is the reverse-time SDE of Anderson (1982) / Song et al. (2021) and ``lam = 0``
+the probability-flow ODE; every member has the same marginals ``p_t``. Time runs
+backwards (``t1 < t0``); solvers just integrate ``dx = drift dt + diffusion dW``.
+
+General solvers only use :meth:`drift` and :meth:`diffusion`, so they also solve any
+SDE with state-independent noise (see :class:`DriftDiffusion`).
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Protocol
+
+import torch
+from torch import Tensor
+
+from ._utils import bcast
+from .sde import SDE
+
+__all__ = ["Process", "ReverseProcess", "DriftDiffusion", "ScoreFn", "ScoreError"]
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+class ScoreError(ValueError):
+    """The score function returned something that is not a tensor like ``x``."""
+
+
+class Process(Protocol):
+    """What a solver may ask of the dynamics: drift, state-independent diffusion, NFE."""
+
+    nfe: int
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor: ...
+
+    def diffusion(self, t: Tensor) -> Tensor: ...
+
+
+class ReverseProcess:
+    """Reverse-time dynamics of ``sde`` driven by ``score_fn``, counting score evaluations.
+
+    Args:
+        sde: the forward SDE.
+        score_fn: ``score_fn(x, t) -> tensor like x`` with ``t`` of shape ``(batch,)``.
+        lam: noise level of the reverse family, in [0, 1]: 1 is the reverse SDE, 0 the PF-ODE.
+        grad: evaluate the score with autograd enabled (guidance and likelihood need it);
+            by default the score runs under ``torch.no_grad()``.
+
+    Attributes:
+        nfe: number of score evaluations so far (one per batched call).
+    """
+
+    def __init__(self, sde: SDE, score_fn: ScoreFn, lam: float = 1.0, *, grad: bool = False) -> None:
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        if not callable(score_fn):
+            raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
+        if not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        self.sde = sde
+        self.score_fn = score_fn
+        self.lam = float(lam)
+        self.grad = grad
+        self.nfe = 0
+
+    def score(self, x: Tensor, t: Tensor) -> Tensor:
+        """Evaluate the score (one NFE) and check that it returns a tensor like ``x``."""
+        self.nfe += 1
+        with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
+            s = self.score_fn(x, t)
+        if not isinstance(s, Tensor):
+            raise ScoreError(f"score_fn must return a tensor, got {type(s).__name__}")
+        if s.shape != x.shape:
+            raise ScoreError(f"score_fn returned shape {tuple(s.shape)}, expected the shape of x {tuple(x.shape)}")
+        if s.dtype != x.dtype or s.device != x.device:
+            raise ScoreError(f"score_fn returned dtype={s.dtype}, device={s.device}; expected dtype={x.dtype}, "
+                             f"device={x.device} (those of x)")
+        return s
+
+    def drift(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:
+        """``f(t) x - 1/2 (1 + lam^2) g(t)^2 s(x, t)`` (one NFE unless ``score`` is given)."""
+        s = self.score(x, t) if score is None else score
+        c = -0.5 * (1.0 + self.lam ** 2) * self.sde.g2(t)
+        out = self.sde.drift(x, t)
+        return out.addcmul_(s, bcast(c, x)) if not out.requires_grad else out + bcast(c, x) * s
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        """``lam g(t)``, of shape ``(batch,)``."""
+        return self.lam * self.sde.g(t)
+
+    def data_prediction(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:
+        """Tweedie's estimate ``E[x_0 | x_t] = (x + sigma^2 s) / alpha`` (one NFE unless ``score`` is given)."""
+        s = self.score(x, t) if score is None else score
+        a, sg = self.sde.alpha(t), self.sde.sigma(t)
+        return (x + bcast(sg * sg, x) * s) / bcast(a, x)
+
+
+class DriftDiffusion:
+    """Any SDE ``dx = drift(x, t) dt + diffusion(t) dW`` with state-independent noise.
+
+    Lets the general solvers run on problems with known solutions (Ornstein–Uhlenbeck,
+    linear ODEs). ``nfe`` counts drift evaluations.
+    """
+
+    def __init__(self, drift: Callable[[Tensor, Tensor], Tensor],
+                 diffusion: Callable[[Tensor], Tensor] | None = None) -> None:
+        self._drift = drift
+        self._diffusion = diffusion
+        self.nfe = 0
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        self.nfe += 1
+        return self._drift(x, t)
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        if self._diffusion is None:
+            return torch.zeros_like(t)
+        return self._diffusion(t)

@@ -1,0 +1,168 @@
+"""``sdekit.sample`` and ``sdekit.solve``: validate, build the grid, the prior and the process, integrate."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import Tensor
+
+from ._utils import check_int, check_real
+from .grids import Schedule, get_grid
+from .integrate import Solution, StepInfo, integrate
+from .noise import GaussianNoise, NoiseSource
+from .process import ReverseProcess, ScoreFn
+from .sde import SDE
+from .solvers.base import Solver, resolve
+
+__all__ = ["sample", "solve", "steps_for_nfe"]
+
+
+def steps_for_nfe(solver: Solver, nfe: int, *, denoise: bool) -> int:
+    """Largest number of steps whose total score evaluations (denoising included) fit in ``nfe``."""
+    extra = 1 if denoise else 0
+    if solver.nfe_for(1) + extra > nfe:
+        raise ValueError(f"nfe={nfe} is too small for solver {solver.name!r}: one step costs "
+                         f"{solver.nfe_for(1) + extra} score evaluations{' (denoising included)' if denoise else ''}")
+    lo, hi = 1, 1
+    while solver.nfe_for(hi * 2) + extra <= nfe:
+        hi *= 2
+    hi *= 2
+    while hi - lo > 1:  # invariant: lo fits, hi does not
+        mid = (lo + hi) // 2
+        if solver.nfe_for(mid) + extra <= nfe:
+            lo = mid
+        else:
+            hi = mid
+    return lo
+
+
+def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator) -> Tensor:
+    if device is not None:
+        device = torch.device(device)
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    if x_T is not None:
+        if not isinstance(x_T, Tensor):
+            raise TypeError(f"x_T must be a tensor, got {type(x_T).__name__}")
+        if not x_T.dtype.is_floating_point:
+            raise TypeError(f"x_T must have a floating dtype, got {x_T.dtype}")
+        if x_T.ndim < 1 or x_T.shape[0] < 1:
+            raise ValueError(f"x_T must have a non-empty batch dimension, got shape {tuple(x_T.shape)}")
+        if shape is not None and tuple(shape) != tuple(x_T.shape):
+            raise ValueError(f"shape={tuple(shape)} does not match x_T.shape={tuple(x_T.shape)}")
+        same = x_T.device == device or (device is not None and device.index is None
+                                        and x_T.device.type == device.type)
+        if device is not None and not same:
+            raise ValueError(f"device={device} does not match x_T.device={x_T.device}; move x_T or drop device=")
+        if dtype is not None and x_T.dtype != dtype:
+            raise ValueError(f"dtype={dtype} does not match x_T.dtype={x_T.dtype}; cast x_T or drop dtype=")
+        if not bool(torch.isfinite(x_T).all()):
+            raise ValueError("x_T contains NaN or Inf")
+        return x_T
+    if shape is None:
+        raise ValueError("give either shape= (to draw x_T from the prior) or x_T=")
+    if isinstance(shape, int) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape) \
+            or len(shape) < 1 or any(s < 1 for s in shape):
+        raise ValueError(f"shape must be a non-empty tuple of positive ints (batch first), got {shape!r}")
+    if generator is not None:
+        gdev = generator.device
+        if device is None:
+            device = gdev
+        elif gdev.type != device.type:
+            raise ValueError(f"generator is on {gdev} but device={device}; use a generator on the sampling device")
+    return sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
+
+
+def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
+          x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
+          schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
+          device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
+          progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
+          noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
+          check_finite: bool = True, **solver_options: Any) -> Solution:
+    """Like :func:`sample` but returns the whole :class:`~sdekit.integrate.Solution`.
+
+    Extra arguments beyond :func:`sample`'s:
+        noise: a :class:`~sdekit.noise.NoiseSource` (default: Gaussian increments from ``generator``).
+        save_at: ``"grid"`` or a sequence of times whose (nearest grid) states to keep.
+        check_finite: stop with :class:`~sdekit.integrate.NonFiniteError` at the first NaN/Inf.
+    """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE (VPSDE, VESDE, ...), got {type(sde).__name__}")
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
+    solver = resolve(solver, **solver_options)
+    if not isinstance(denoise, bool):
+        raise TypeError(f"denoise must be a bool, got {type(denoise).__name__}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
+    if noise is not None and not isinstance(noise, NoiseSource):
+        raise TypeError(f"noise must be an sdekit.noise.NoiseSource or None, got {type(noise).__name__}")
+    if eps is not None:
+        eps = check_real("eps", eps, positive=True)
+        if eps >= sde.T:
+            raise ValueError(f"eps must be < sde.T={sde.T}, got eps={eps}")
+    if steps is not None and nfe is not None:
+        raise ValueError("give steps= or nfe=, not both")
+    if nfe is not None:
+        steps = steps_for_nfe(solver, check_int("nfe", nfe, minimum=1), denoise=denoise)
+    elif steps is None:
+        steps = solver.default_steps
+    steps = check_int("steps", steps, minimum=1)
+    grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    x = _resolve_start(sde, shape, x_T, device, dtype, generator)
+    process = ReverseProcess(sde, score_fn, lam=solver.lam)
+    sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
+                    save_at=save_at, callback=callback, progress=progress, check_finite=check_finite)
+    if denoise:
+        t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
+        sol.x = process.data_prediction(sol.x, t_end)
+        sol.nfe = process.nfe
+        if check_finite and not bool(torch.isfinite(sol.x).all()):
+            raise ValueError(f"the final denoising step at t={float(grid[-1]):.6g} produced NaN/Inf; "
+                             "check score_fn near eps or pass denoise=False")
+    return sol
+
+
+def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
+           x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
+           schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
+           device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
+           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
+           **solver_options: Any) -> Tensor:
+    """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
+
+    Args:
+        score_fn: ``score_fn(x, t) -> tensor like x``, ``t`` of shape ``(batch,)``
+            (see :mod:`sdekit.score` for eps-, x0- and v-prediction adapters).
+        sde: the forward SDE (:class:`~sdekit.VPSDE`, :class:`~sdekit.VESDE`, ...).
+        solver: a registered name (see ``sdekit.solvers.available()``), a solver class or instance.
+        shape: shape of the batch to draw from the prior (batch first). Or give ``x_T``.
+        x_T: the starting state at ``T`` (not modified).
+        steps: number of solver steps (default: the solver's ``default_steps``).
+        nfe: a budget of score evaluations; the largest number of steps that fits it is used
+            (the denoising step included). Give ``steps`` or ``nfe``, not both.
+        schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
+            or a tensor of times (default: the solver's ``default_schedule``).
+        eps: the last time of the grid (default ``sde.eps``).
+        generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.
+        device, dtype: where and in what precision to sample when ``x_T`` is not given
+            (they must agree with ``x_T`` when it is).
+        denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at ``eps`` (1 NFE).
+        progress: show a tqdm progress bar.
+        callback: called after each step with a :class:`~sdekit.integrate.StepInfo`.
+        **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
+
+    Returns:
+        The samples, a tensor of ``shape`` (or ``x_T.shape``) on the same device and dtype.
+
+    Raises:
+        ValueError, TypeError: for bad input, before any work is done.
+        NonFiniteError: if the state becomes NaN/Inf (with the step and t).
+    """
+    return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
+                 generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
+                 callback=callback, **solver_options).x

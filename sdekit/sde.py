@@ -1,0 +1,352 @@
+"""Forward linear SDEs ``dx = f(t) x dt + g(t) dw`` with marginals ``x_t = alpha(t) x_0 + sigma(t) z``.
+
+Every SDE here is described by its marginal coefficients ``alpha(t)`` and ``sigma(t)``;
+the drift and diffusion follow from them (see ``docs/concepts.md``)::
+
+    f(t)   = d ln alpha / dt
+    g(t)^2 = d sigma^2 / dt - 2 f(t) sigma(t)^2
+
+Subclasses override the closed forms where they exist. All methods take ``t`` as a
+tensor (any shape, usually ``(batch,)``) and return a tensor of the same shape.
+SDEs know nothing about grids, step counts or solvers.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import Tensor
+
+from ._utils import bcast, check_real
+
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE"]
+
+
+class SDE:
+    """Base class of linear forward SDEs defined by ``alpha(t)`` and ``sigma(t)``.
+
+    Subclasses implement :meth:`alpha` and :meth:`sigma`; :meth:`f` and :meth:`g2`
+    default to autograd derivatives of those, and :meth:`t_from_log_snr` to bisection.
+
+    Args:
+        T: final time of the forward process (where the prior lives).
+        eps: default smallest time reached by samplers (must satisfy ``0 < eps < T``).
+    """
+
+    name = "sde"
+
+    def __init__(self, *, T: float = 1.0, eps: float = 1e-3) -> None:
+        self.T = check_real("T", T, positive=True)
+        self.eps = check_real("eps", eps, positive=True)
+        if not self.eps < self.T:
+            raise ValueError(f"eps must be < T, got eps={self.eps} and T={self.T}")
+
+    # -- marginal --------------------------------------------------------------------------
+    def alpha(self, t: Tensor) -> Tensor:
+        """Mean coefficient of the marginal: ``x_t = alpha(t) x_0 + sigma(t) z``."""
+        raise NotImplementedError
+
+    def sigma(self, t: Tensor) -> Tensor:
+        """Standard deviation of the marginal noise."""
+        raise NotImplementedError
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        """Half log signal-to-noise ratio ``lambda(t) = ln(alpha(t) / sigma(t))`` (decreasing in t)."""
+        return torch.log(self.alpha(t)) - torch.log(self.sigma(t))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        """Inverse of :meth:`log_snr` (bisection on ``[0, T]`` unless a subclass has a closed form)."""
+        lam64 = lam.detach().to(torch.float64)
+        lo = torch.zeros_like(lam64)
+        hi = torch.full_like(lam64, self.T)
+        for _ in range(64):
+            mid = 0.5 * (lo + hi)
+            above = self.log_snr(mid) > lam64  # log-SNR decreases with t: the root is later
+            lo = torch.where(above, mid, lo)
+            hi = torch.where(above, hi, mid)
+        return (0.5 * (lo + hi)).to(lam.dtype)
+
+    # -- dynamics --------------------------------------------------------------------------
+    def f(self, t: Tensor) -> Tensor:
+        """Drift coefficient ``f(t) = d ln alpha / dt`` (the drift is ``f(t) x``)."""
+        with torch.enable_grad():
+            tt = t.detach().requires_grad_(True)
+            (d,) = torch.autograd.grad(torch.log(self.alpha(tt)).sum(), tt)
+        return d.detach()
+
+    def g2(self, t: Tensor) -> Tensor:
+        """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 f sigma^2``."""
+        with torch.enable_grad():
+            tt = t.detach().requires_grad_(True)
+            (d,) = torch.autograd.grad((self.sigma(tt) ** 2).sum(), tt)
+        return (d - 2 * self.f(t) * self.sigma(t) ** 2).detach()
+
+    def g(self, t: Tensor) -> Tensor:
+        """Diffusion coefficient ``g(t)``."""
+        return torch.sqrt(self.g2(t))
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        """Forward drift ``f(t) x`` for a batch ``x`` and times ``t`` of shape ``(batch,)``."""
+        return bcast(self.f(t), x) * x
+
+    def diffusion(self, t: Tensor) -> Tensor:
+        """Forward diffusion ``g(t)`` (state independent)."""
+        return self.g(t)
+
+    def transition(self, t_from: Tensor, t_to: Tensor) -> tuple[Tensor, Tensor]:
+        """Exact forward transition ``x_{t_to} = a x_{t_from} + s z`` for ``t_from <= t_to``.
+
+        Returns ``(a, s)`` with ``a = alpha(t_to)/alpha(t_from)`` and
+        ``s^2 = sigma(t_to)^2 - a^2 sigma(t_from)^2``.
+        """
+        a = self.alpha(t_to) / self.alpha(t_from)
+        s2 = self.sigma(t_to) ** 2 - (a * self.sigma(t_from)) ** 2
+        return a, torch.sqrt(torch.clamp(s2, min=0.0))
+
+    # -- prior -----------------------------------------------------------------------------
+    @property
+    def prior_std(self) -> float:
+        """Std of the Gaussian prior at ``T``: ``sqrt(alpha(T)^2 + sigma(T)^2)`` (unit-variance data)."""
+        t = torch.tensor([self.T], dtype=torch.float64)
+        return float(torch.sqrt(self.alpha(t) ** 2 + self.sigma(t) ** 2))
+
+    def prior_sample(self, shape: tuple[int, ...] | torch.Size, *, generator: torch.Generator | None = None,
+                     device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> Tensor:
+        """Draw ``x_T`` from the prior ``N(0, prior_std^2 I)``."""
+        shape = tuple(shape)
+        if len(shape) < 1 or any((not isinstance(s, int)) or s < 1 for s in shape):
+            raise ValueError(f"shape must be a non-empty tuple of positive ints, got {shape!r}")
+        if device is None and generator is not None:
+            device = generator.device
+        z = torch.randn(shape, generator=generator, device=device, dtype=dtype)
+        return z * self.prior_std
+
+    def prior_logp(self, z: Tensor) -> Tensor:
+        """Log-density of the prior at ``z``, summed over all but the batch dimension."""
+        s = self.prior_std
+        d = z[0].numel()
+        sq = z.reshape(z.shape[0], -1).pow(2).sum(1)
+        return -0.5 * d * math.log(2 * math.pi * s * s) - 0.5 * sq / (s * s)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(T={self.T}, eps={self.eps})"
+
+
+def _vp_log_alpha(t: Tensor, b0: float, b1: float) -> Tensor:
+    return -0.25 * t * t * (b1 - b0) - 0.5 * t * b0
+
+
+def _vp_t_from_log_alpha(log_alpha: Tensor, b0: float, b1: float) -> Tensor:
+    c = -log_alpha  # = 1/4 t^2 (b1-b0) + 1/2 t b0
+    if b1 == b0:
+        return 2 * c / b0
+    d = b1 - b0
+    return (torch.sqrt(0.25 * b0 * b0 + d * c) - 0.5 * b0) / (0.5 * d)
+
+
+class VPSDE(SDE):
+    """Variance-preserving SDE (DDPM's continuous limit): ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw``.
+
+    ``beta(t) = beta_min + t (beta_max - beta_min)``, ``alpha = exp(-1/4 t^2 (b1-b0) - 1/2 t b0)``,
+    ``sigma^2 = 1 - alpha^2``.
+    """
+
+    name = "vp"
+
+    def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0, *, T: float = 1.0,
+                 eps: float = 1e-3) -> None:
+        super().__init__(T=T, eps=eps)
+        self.beta_min = check_real("beta_min", beta_min, positive=True)
+        self.beta_max = check_real("beta_max", beta_max, positive=True)
+        if self.beta_max < self.beta_min:
+            raise ValueError(f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}")
+
+    def beta(self, t: Tensor) -> Tensor:
+        return self.beta_min + t * (self.beta_max - self.beta_min)
+
+    def log_alpha(self, t: Tensor) -> Tensor:
+        return _vp_log_alpha(t, self.beta_min, self.beta_max)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(self.log_alpha(t))
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(2 * self.log_alpha(t)))
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        la = self.log_alpha(t)
+        return la - 0.5 * torch.log(-torch.expm1(2 * la))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        log_alpha = -0.5 * torch.nn.functional.softplus(-2 * lam)
+        return _vp_t_from_log_alpha(log_alpha, self.beta_min, self.beta_max)
+
+    def f(self, t: Tensor) -> Tensor:
+        return -0.5 * self.beta(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return self.beta(t)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"VPSDE(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T}, eps={self.eps})"
+
+
+class SubVPSDE(VPSDE):
+    """Sub-VP SDE: the VP drift with ``g^2 = beta(t) (1 - exp(-2 int_0^t beta))``; ``sigma = 1 - alpha^2``."""
+
+    name = "subvp"
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return -torch.expm1(2 * self.log_alpha(t))
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        la = self.log_alpha(t)
+        return la - torch.log(-torch.expm1(2 * la))
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        # alpha / (1 - alpha^2) = e^lam  =>  alpha = (sqrt(1 + 4 e^{2 lam}) - 1) / (2 e^lam)
+        e = torch.exp(lam)
+        alpha = 2 * e / (torch.sqrt(1 + 4 * e * e) + 1)
+        return _vp_t_from_log_alpha(torch.log(alpha), self.beta_min, self.beta_max)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return self.beta(t) * (-torch.expm1(4 * self.log_alpha(t)))
+
+    def __repr__(self) -> str:
+        return f"SubVPSDE(beta_min={self.beta_min}, beta_max={self.beta_max}, T={self.T}, eps={self.eps})"
+
+
+class VESDE(SDE):
+    """Variance-exploding SDE (SMLD/NCSN's continuous limit): ``dx = sqrt(d sigma^2/dt) dw``.
+
+    ``alpha = 1``, ``sigma(t) = sigma_min (sigma_max / sigma_min)^t``.
+    """
+
+    name = "ve"
+
+    def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0, *, T: float = 1.0,
+                 eps: float = 1e-5) -> None:
+        super().__init__(T=T, eps=eps)
+        self.sigma_min = check_real("sigma_min", sigma_min, positive=True)
+        self.sigma_max = check_real("sigma_max", sigma_max, positive=True)
+        if not self.sigma_max > self.sigma_min:
+            raise ValueError(f"sigma_max must be > sigma_min, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        self._log_ratio = math.log(self.sigma_max / self.sigma_min)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.sigma_min * torch.exp(t * self._log_ratio)
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        return -(math.log(self.sigma_min) + t * self._log_ratio)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        return (-lam - math.log(self.sigma_min)) / self._log_ratio
+
+    def f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return 2 * self._log_ratio * self.sigma(t) ** 2
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def __repr__(self) -> str:
+        return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T}, eps={self.eps})"
+
+
+TimeFn = Callable[[Tensor], Tensor]
+
+
+class AlphaSigmaSDE(SDE):
+    """A linear SDE defined by any pair of marginal coefficients ``alpha(t)``, ``sigma(t)``.
+
+    ``f`` and ``g^2`` are derived from the derivatives of ``alpha`` and ``sigma``: given
+    as ``dalpha``/``dsigma`` callables, or taken by autograd otherwise. ``alpha`` must be
+    positive and ``alpha/sigma`` strictly decreasing on ``(0, T]``.
+
+    Example:
+        >>> sde = AlphaSigmaSDE(lambda t: 1 - t, lambda t: t, T=0.999, eps=1e-3)  # rectified flow
+    """
+
+    name = "alpha_sigma"
+
+    def __init__(self, alpha: TimeFn, sigma: TimeFn, *, T: float = 1.0, eps: float = 1e-3,
+                 dalpha: TimeFn | None = None, dsigma: TimeFn | None = None) -> None:
+        super().__init__(T=T, eps=eps)
+        for name, fn in (("alpha", alpha), ("sigma", sigma), ("dalpha", dalpha), ("dsigma", dsigma)):
+            if fn is not None and not callable(fn):
+                raise TypeError(f"{name} must be callable t -> tensor, got {type(fn).__name__}")
+        self._alpha, self._sigma, self._dalpha, self._dsigma = alpha, sigma, dalpha, dsigma
+        probe = torch.linspace(self.eps, self.T, 33, dtype=torch.float64)
+        a, s = self._alpha(probe), self._sigma(probe)
+        if not (isinstance(a, Tensor) and a.shape == probe.shape and isinstance(s, Tensor) and s.shape == probe.shape):
+            raise ValueError("alpha and sigma must map a tensor t to a tensor of the same shape")
+        if not bool((a > 0).all()) or not bool((s > 0).all()):
+            raise ValueError("alpha(t) and sigma(t) must be > 0 on [eps, T]")
+        if not bool((torch.diff(torch.log(a) - torch.log(s)) < 0).all()):
+            raise ValueError("alpha(t)/sigma(t) must be strictly decreasing on [eps, T]")
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return self._alpha(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self._sigma(t)
+
+    def f(self, t: Tensor) -> Tensor:
+        if self._dalpha is None:
+            return super().f(t)
+        return self._dalpha(t) / self._alpha(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        if self._dsigma is None:
+            return super().g2(t)
+        s = self._sigma(t)
+        return 2 * s * self._dsigma(t) - 2 * self.f(t) * s * s
+
+
+class CosineSDE(AlphaSigmaSDE):
+    """The cosine schedule of Nichol & Dhariwal (2021) as a VP-type SDE.
+
+    ``alpha(t) = cos(pi/2 (t+s)/(1+s)) / cos(pi/2 s/(1+s))``, ``sigma = sqrt(1 - alpha^2)``.
+    ``T`` defaults to 0.9946 (alpha vanishes at t=1, where the drift is infinite).
+    """
+
+    name = "cosine"
+
+    def __init__(self, s: float = 0.008, *, T: float = 0.9946, eps: float = 1e-3) -> None:
+        self.s = check_real("s", s, nonneg=True)
+        if T >= 1.0:
+            raise ValueError(f"T must be < 1 for the cosine schedule (alpha(1) = 0), got {T}")
+        k = math.pi / 2 / (1 + self.s)
+        c0 = math.cos(k * self.s)
+
+        def alpha(t: Tensor) -> Tensor:
+            return torch.cos(k * (t + self.s)) / c0
+
+        def dalpha(t: Tensor) -> Tensor:
+            return -k * torch.sin(k * (t + self.s)) / c0
+
+        def sigma(t: Tensor) -> Tensor:
+            return torch.sqrt(torch.clamp(1 - alpha(t) ** 2, min=0.0))
+
+        def dsigma(t: Tensor) -> Tensor:
+            return -alpha(t) * dalpha(t) / sigma(t)
+
+        super().__init__(alpha, sigma, T=T, eps=eps, dalpha=dalpha, dsigma=dsigma)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def __repr__(self) -> str:
+        return f"CosineSDE(s={self.s}, T={self.T}, eps={self.eps})"

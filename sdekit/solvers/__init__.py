@@ -1,0 +1,10 @@
+"""The solver zoo behind one registry: ``solver=`` takes a name, a class or an instance.
+
+``sdekit.solvers.available()`` lists every solver with its order, NFE per step and
+whether it is stochastic. See :mod:`sdekit.solvers.base` for the rules of writing one.
+"""
+
+from . import ancestral, euler_maruyama, langevin, pc, reverse_diffusion, runge_kutta  # noqa: F401  (registration)
+from .base import Corrector, Solver, SolverInfo, available, register, resolve, resolve_corrector, spare
+
+__all__ = ["Solver", "Corrector", "SolverInfo", "available", "register", "resolve", "resolve_corrector", "spare"]

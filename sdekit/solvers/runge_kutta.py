@@ -1,0 +1,124 @@
+"""Explicit Runge–Kutta methods for the probability-flow ODE, with Butcher tableaux as data.
+
+``dx/dt = drift(x, t)`` of the reverse family at ``lam = 0``. A method is a
+:class:`Tableau` (``A``, ``b``, ``c``, order, optional embedded ``b_err``); one class,
+:class:`ExplicitRK`, steps any tableau. NFE per step = number of stages.
+
+- ``ode_euler``: forward Euler, order 1, 1 NFE.
+- ``ode_heun``: Heun's (explicit trapezoidal) method, order 2, 2 NFE (Süli & Mayers 2003).
+- ``ode_rk4``: the classical Runge–Kutta method, order 4, 4 NFE (Kutta 1901).
+
+The embedded pairs used by the adaptive solver live here as data too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..kernels import lincomb
+from .base import Solver, register, spare
+
+
+@dataclass(frozen=True)
+class Tableau:
+    """An explicit Butcher tableau; ``b_err`` are the weights of the embedded lower-order method."""
+
+    name: str
+    A: tuple[tuple[float, ...], ...]
+    b: tuple[float, ...]
+    c: tuple[float, ...]
+    order: int
+    b_err: tuple[float, ...] | None = None
+    err_order: int | None = None
+    fsal: bool = False
+
+    @property
+    def stages(self) -> int:
+        return len(self.b)
+
+
+EULER = Tableau("euler", A=((),), b=(1.0,), c=(0.0,), order=1)
+HEUN = Tableau("heun", A=((), (1.0,)), b=(0.5, 0.5), c=(0.0, 1.0), order=2)
+RK4 = Tableau("rk4", A=((), (0.5,), (0.0, 0.5), (0.0, 0.0, 1.0)), b=(1 / 6, 1 / 3, 1 / 3, 1 / 6),
+              c=(0.0, 0.5, 0.5, 1.0), order=4)
+# Bogacki & Shampine (1989): 3rd order with an embedded 2nd-order estimate, FSAL.
+BOSH3 = Tableau("bosh3", A=((), (0.5,), (0.0, 0.75), (2 / 9, 1 / 3, 4 / 9)), b=(2 / 9, 1 / 3, 4 / 9, 0.0),
+                c=(0.0, 0.5, 0.75, 1.0), order=3, b_err=(7 / 24, 1 / 4, 1 / 3, 1 / 8), err_order=2, fsal=True)
+# Dormand & Prince (1980): 5th order with an embedded 4th-order estimate, FSAL.
+DOPRI5 = Tableau(
+    "dopri5",
+    A=((), (1 / 5,), (3 / 40, 9 / 40), (44 / 45, -56 / 15, 32 / 9),
+       (19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729),
+       (9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656),
+       (35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84)),
+    b=(35 / 384, 0.0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0.0),
+    c=(0.0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1.0, 1.0), order=5,
+    b_err=(5179 / 57600, 0.0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40), err_order=4,
+    fsal=True)
+
+TABLEAUX = {t.name: t for t in (EULER, HEUN, RK4, BOSH3, DOPRI5)}
+
+
+def rk_stages(tableau: Tableau, process, t0: torch.Tensor, h: torch.Tensor, x: torch.Tensor, state: dict,
+              k0: torch.Tensor | None = None) -> list[torch.Tensor]:
+    """Evaluate the stage derivatives ``k_i`` of ``tableau`` for the step ``(t0, x) -> t0 + h``."""
+    ks: list[torch.Tensor] = []
+    for i, (row, ci) in enumerate(zip(tableau.A, tableau.c)):
+        if i == 0:
+            ks.append(process.drift(x, t0) if k0 is None else k0)
+            continue
+        key = f"stage{i}"
+        buf = state.get(key)
+        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
+            buf = state[key] = x.new_empty(x.shape)
+        xi = lincomb(x, 1.0, [(h * a, k) for a, k in zip(row, ks) if a != 0.0], out=buf)
+        ks.append(process.drift(xi, t0 + ci * h))
+    return ks
+
+
+class ExplicitRK(Solver):
+    """Base class: one explicit Runge–Kutta step of ``tableau`` on the probability-flow ODE."""
+
+    kind = "ode"
+    stochastic = False
+    lam = 0.0
+    default_steps = 100
+    tableau: Tableau = EULER
+
+    def step(self, process, t0, t1, x, state, noise):
+        h = t1 - t0
+        ks = rk_stages(self.tableau, process, t0, h, x, state)
+        out = lincomb(x, 1.0, [(h * b, k) for b, k in zip(self.tableau.b, ks) if b != 0.0], out=spare(state, x))
+        return out, state, None
+
+
+@register
+class ODEEuler(ExplicitRK):
+    """Euler's method on the probability-flow ODE (order 1, 1 NFE/step)."""
+
+    name = "ode_euler"
+    order = weak_order = 1.0
+    nfe_per_step = 1
+    tableau = EULER
+
+
+@register
+class ODEHeun(ExplicitRK):
+    """Heun's method on the probability-flow ODE (order 2, 2 NFE/step)."""
+
+    name = "ode_heun"
+    order = weak_order = 2.0
+    nfe_per_step = 2
+    tableau = HEUN
+
+
+@register
+class ODERK4(ExplicitRK):
+    """Classical Runge–Kutta on the probability-flow ODE (order 4, 4 NFE/step)."""
+
+    name = "ode_rk4"
+    order = weak_order = 4.0
+    nfe_per_step = 4
+    tableau = RK4
