@@ -14,7 +14,7 @@ from torch import Tensor
 
 from .._utils import bcast
 
-__all__ = ["lincomb"]
+__all__ = ["lincomb", "error_norm"]
 
 def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, Tensor]],
             out: Tensor | None = None) -> Tensor:
@@ -36,3 +36,14 @@ def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, 
         else:
             out.add_(v, alpha=float(b))
     return out
+
+
+def error_norm(err: Tensor, x0: Tensor, x1: Tensor, rtol: float, atol: float) -> Tensor:
+    """Per-sample scaled RMS norm of an error estimate, shape ``(batch,)``.
+
+    ``sqrt(mean_i (err_i / (atol + rtol * max(|x0_i|, |x1_i|)))^2)`` over all but the batch
+    dimension (Hairer, Nørsett & Wanner, Sec. II.4). A step is accepted when it is <= 1.
+    """
+    scale = torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
+    r = (err / scale).reshape(err.shape[0], -1)
+    return torch.sqrt((r * r).mean(1))
