@@ -23,6 +23,7 @@ the result is rounded once to the state's dtype.
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -35,7 +36,9 @@ __all__ = ["lincomb", "sq_norms", "error_norm", "lincomb_error_norm", "philox_no
 
 #: most tensors (x included) one ``lincomb`` launch reads; longer sums are chained.
 MAX_TERMS = 8
-INTERPRETED = bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs") else False
+#: True when triton runs these kernels in its CPU interpreter (TRITON_INTERPRET=1 at import time).
+INTERPRETED = (bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs")
+               else os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"))
 
 _FLAT_BLOCK = 1024
 _RED_BLOCK_MAX = 2048
