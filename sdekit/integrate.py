@@ -33,9 +33,11 @@ class NonFiniteError(SamplingError):
 
     def __init__(self, step: int, t: float, x_last: Tensor | None, solver: str = "") -> None:
         self.step, self.t, self.x_last = step, t, x_last
+        last = ("the last finite state is available as .x_last" if x_last is not None else
+                "the last finite state was not kept (deferred check on CUDA; set "
+                "sdekit.integrate.FINITE_CHECK_EVERY = 1 to check, and keep it, every step)")
         super().__init__(f"non-finite values (NaN/Inf) in the state after step {step} at t={t:.6g}"
-                         f"{f' (solver {solver!r})' if solver else ''}; the last finite state is "
-                         "available as .x_last")
+                         f"{f' (solver {solver!r})' if solver else ''}; {last}")
 
 
 @dataclass
@@ -67,6 +69,55 @@ class Solution:
     ts: Tensor | None = None
     xs: Tensor | None = None
     stats: dict[str, Any] = field(default_factory=dict)
+
+
+#: On CUDA, the fixed-step loop reads its NaN/Inf flags on the host only every this many steps
+#: (and at the end), so a step makes no host synchronisation. 1 checks every step.
+FINITE_CHECK_EVERY = 32
+
+
+def _defer_on(device: torch.device) -> bool:
+    return device.type == "cuda"
+
+
+class _FiniteGuard:
+    """The NaN/Inf guard of the fixed-step loop.
+
+    Immediate (the default, and always on CPU or with a callback): check after every step and
+    raise naming the step, its ``t`` and the last finite state. Deferred (CUDA tensors,
+    ``FINITE_CHECK_EVERY > 1``, no callback): each step records ``isfinite(x).all()`` in a
+    device flag; the flags are read every ``FINITE_CHECK_EVERY`` steps and at the end, and
+    the first failing step is named (its input state is no longer available).
+    """
+
+    def __init__(self, enabled: bool, x: Tensor, grid: Tensor, n: int, solver: str, deferrable: bool) -> None:
+        self.enabled, self.grid, self.solver = enabled, grid, solver
+        self.deferred = enabled and deferrable and _defer_on(x.device) and FINITE_CHECK_EVERY > 1
+        self.every = FINITE_CHECK_EVERY
+        self.flags = torch.ones(n, dtype=torch.bool, device=x.device) if self.deferred else None
+        self.checked = 0
+
+    def after_step(self, i: int, x: Tensor, x_prev: Tensor) -> None:
+        """Check (or record) the state ``x`` reached by step ``i + 1``; ``x_prev`` is its input."""
+        if not self.enabled:
+            return
+        if not self.deferred:
+            if not bool(torch.isfinite(x).all()):
+                raise NonFiniteError(i + 1, float(self.grid[i + 1]), x_prev.clone(), self.solver)
+            return
+        self.flags[i].copy_(torch.isfinite(x).all())
+        if (i + 1) % self.every == 0:
+            self.flush(i + 1)
+
+    def flush(self, upto: int) -> None:
+        """Read the flags of the steps not yet checked, up to ``upto``; raise at the first bad one."""
+        if not self.deferred or upto <= self.checked:
+            return
+        window = self.flags[self.checked:upto]
+        if not bool(window.all()):
+            first = self.checked + int((~window).nonzero()[0, 0])
+            raise NonFiniteError(first + 1, float(self.grid[first + 1]), None, self.solver)
+        self.checked = upto
 
 
 def _save_indices(save_at: Sequence[float] | str | None, grid: Tensor) -> dict[int, int]:
@@ -107,6 +158,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
     saves = _save_indices(save_at, grid)
     saved: dict[int, Tensor] = {0: x.clone()} if 0 in saves else {}
     state = solver.init(process, x, ts[0].expand(b))
+    guard = _FiniteGuard(check_finite, x, grid, n, solver.name, deferrable=callback is None)
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -117,8 +169,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
             t0, t1 = ts[i].expand(b), ts[i + 1].expand(b)
             x_prev = x
             x, state, _ = solver.step(process, t0, t1, x, state, StepNoise(noise, t0, t1, x))
-            if check_finite and not bool(torch.isfinite(x).all()):
-                raise NonFiniteError(i + 1, float(grid[i + 1]), x_prev.clone(), solver.name)
+            guard.after_step(i, x, x_prev)
             if i + 1 in saves:
                 saved[i + 1] = x.clone()
             if callback is not None:
@@ -126,6 +177,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(nfe=process.nfe, refresh=False)
+        guard.flush(n)
     finally:
         if bar is not None:
             bar.close()

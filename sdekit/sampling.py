@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Sequence
 
 import torch
@@ -10,6 +11,7 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .grids import Schedule, get_grid
 from .integrate import Solution, StepInfo, integrate
+from .kernels import use_backend
 from .noise import GaussianNoise, NoiseSource
 from .process import ReverseProcess, ScoreFn
 from .sde import SDE
@@ -76,19 +78,33 @@ def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator) -> Tensor:
     return sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
 
 
+def _with_backend(fn: Callable) -> Callable:
+    """Run ``fn`` under ``use_backend(backend)`` when its ``backend=`` keyword is given (validated before any work)."""
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("backend") is None:
+            return fn(*args, **kwargs)
+        with use_backend(kwargs["backend"]):
+            return fn(*args, **kwargs)
+    return wrapper
+
+
+@_with_backend
 def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
           x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
           schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
           device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
           noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
-          check_finite: bool = True, **solver_options: Any) -> Solution:
+          check_finite: bool = True, backend: str | None = None, **solver_options: Any) -> Solution:
     """Like :func:`sample` but returns the whole :class:`~sdekit.integrate.Solution`.
 
     Extra arguments beyond :func:`sample`'s:
         noise: a :class:`~sdekit.noise.NoiseSource` (default: Gaussian increments from ``generator``).
         save_at: ``"grid"`` or a sequence of times whose (nearest grid) states to keep.
         check_finite: stop with :class:`~sdekit.integrate.NonFiniteError` at the first NaN/Inf.
+        backend: kernel backend for this call (``"auto"``, ``"triton"``, ``"torch"``; see
+            :func:`sdekit.kernels.set_backend`); ``None`` keeps the global setting.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (VPSDE, VESDE, ...), got {type(sde).__name__}")
@@ -132,7 +148,7 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
            schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
            progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
-           **solver_options: Any) -> Tensor:
+           backend: str | None = None, **solver_options: Any) -> Tensor:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
 
     Args:
@@ -154,6 +170,9 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at ``eps`` (1 NFE).
         progress: show a tqdm progress bar.
         callback: called after each step with a :class:`~sdekit.integrate.StepInfo`.
+        backend: kernel backend for the solver updates during this call: ``"auto"`` (Triton for
+            CUDA tensors when installed), ``"triton"`` or ``"torch"``; ``None`` keeps the global
+            setting (:func:`sdekit.kernels.set_backend`).
         **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
 
     Returns:
@@ -165,4 +184,4 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
     """
     return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
                  generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
-                 callback=callback, **solver_options).x
+                 callback=callback, backend=backend, **solver_options).x

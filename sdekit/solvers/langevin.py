@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from .._utils import check_real
-from ..kernels import lincomb
+from ..kernels import lincomb, sq_norms
 from .base import Corrector, register, spare
 
 
@@ -40,8 +40,7 @@ class Langevin(Corrector):
         self.per_sample = per_sample
 
     def step_size(self, process, t, t_next, x, score, z):
-        gn = torch.linalg.vector_norm(score.reshape(score.shape[0], -1), dim=1)
-        zn = torch.linalg.vector_norm(z.reshape(z.shape[0], -1), dim=1)
+        gn, zn = sq_norms([score, z]).sqrt_()  # one fused pass over score and z (float32/64 accumulation)
         if not self.per_sample:
             gn, zn = gn.mean().expand_as(gn), zn.mean().expand_as(zn)
         ratio = self.snr * zn / torch.clamp(gn, min=torch.finfo(gn.dtype).tiny)
