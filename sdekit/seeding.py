@@ -116,7 +116,7 @@ class PerSampleNoise(GaussianNoise):
         out = torch.empty(like.shape, device=like.device, dtype=like.dtype)
         row_shape = tuple(like.shape[1:])
         for j, g in enumerate(self._gens):
-            out[j] = torch.randn(row_shape, generator=g, device=like.device, dtype=like.dtype)
+            torch.randn(row_shape, generator=g, out=out[j])
         return out
 
     def prior(self, sde, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
