@@ -9,7 +9,7 @@ Quick start::
                       generator=torch.Generator().manual_seed(0))
 """
 
-from . import grids, kernels, metrics, noise, score, solvers, testing
+from . import distributed, grids, kernels, metrics, noise, score, seeding, solvers, testing
 from .integrate import NonFiniteError, SamplingError, Solution, StepInfo, integrate
 from .process import DriftDiffusion, ReverseProcess, ScoreError
 from .sampling import sample, solve, steps_for_nfe
@@ -21,5 +21,5 @@ __all__ = [
     "sample", "solve", "integrate", "steps_for_nfe", "Solution", "StepInfo",
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE",
     "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError",
-    "grids", "kernels", "metrics", "noise", "score", "solvers", "testing", "__version__",
+    "grids", "kernels", "metrics", "noise", "score", "solvers", "testing", "seeding", "distributed", "__version__",
 ]

@@ -18,6 +18,8 @@ __all__ = ["uniform", "quadratic", "logsnr", "karras", "get_grid", "SCHEDULES", 
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
     e = sde.eps if eps is None else check_real("eps", eps, positive=True)
     t_end = sde.T if T is None else check_real("T", T, positive=True)
     if not e < t_end:
@@ -73,8 +75,10 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
              T: float | None = None) -> Tensor:
     """Resolve ``schedule`` (a name, a callable ``(sde, steps, eps=, T=)`` or an explicit tensor) to times.
 
-    Returns a float64 tensor of shape ``(steps + 1,)``, strictly decreasing.
+    Returns a float64 tensor of shape ``(steps + 1,)``, strictly decreasing, within ``(0, sde.T]``.
     """
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
     if isinstance(schedule, Tensor):
         grid = schedule.detach().to(device="cpu", dtype=torch.float64)
         if grid.ndim != 1 or grid.numel() < 2:
@@ -97,4 +101,7 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
         raise ValueError("schedule times must be strictly decreasing (from T to eps)")
     if float(grid[-1]) <= 0:
         raise ValueError(f"schedule must end at a positive time, got {float(grid[-1])}")
+    if float(grid[0]) > sde.T * (1 + 1e-12):
+        raise ValueError(f"schedule must start at or below sde.T={sde.T} (where the prior lives), "
+                         f"got {float(grid[0])}")
     return grid

@@ -11,14 +11,34 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from ._utils import check_int
+
 __all__ = ["frechet_distance", "frechet_to_moments", "moments", "sliced_wasserstein"]
+
+
+def _samples(name: str, x: object) -> Tensor:
+    """``x`` flattened to ``(n, d)`` in float64, after checking it is a finite real tensor with a batch dim."""
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a tensor of samples (batch first), got {type(x).__name__}")
+    if x.dtype.is_complex or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real tensor, got dtype {x.dtype}")
+    if x.ndim < 1 or x.shape[0] < 1 or x.numel() == 0:
+        raise ValueError(f"{name} must have a non-empty batch dimension, got shape {tuple(x.shape)}")
+    xf = x.reshape(x.shape[0], -1).to(torch.float64)
+    if not bool(torch.isfinite(xf).all()):
+        raise ValueError(f"{name} contains NaN or Inf")
+    return xf
 
 
 def moments(x: Tensor) -> tuple[Tensor, Tensor]:
     """Mean ``(d,)`` and unbiased covariance ``(d, d)`` of samples flattened to ``(n, d)`` (float64)."""
-    xf = x.reshape(x.shape[0], -1).to(torch.float64)
+    return _moments("x", x)
+
+
+def _moments(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
+    xf = _samples(name, x)
     if xf.shape[0] < 2:
-        raise ValueError(f"need at least 2 samples for a covariance, got {xf.shape[0]}")
+        raise ValueError(f"{name} needs at least 2 samples for a covariance, got {xf.shape[0]}")
     m = xf.mean(0)
     c = xf - m
     return m, (c.T @ c) / (xf.shape[0] - 1)
@@ -32,11 +52,17 @@ def _sqrtm_psd(c: Tensor) -> Tensor:
 def frechet_to_moments(x: Tensor, mean: Tensor, cov: Tensor) -> float:
     """Fréchet distance between the Gaussian fitted to samples ``x`` and ``N(mean, cov)``."""
     m1, c1 = moments(x)
+    for name, v in (("mean", mean), ("cov", cov)):
+        if not isinstance(v, Tensor):
+            raise TypeError(f"{name} must be a tensor, got {type(v).__name__}")
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name} contains NaN or Inf")
     m2 = mean.reshape(-1).to(device=m1.device, dtype=torch.float64)
     c2 = cov.to(device=m1.device, dtype=torch.float64)
     if m2.shape != m1.shape or c2.shape != c1.shape:
-        raise ValueError(f"moments of dimension {tuple(m2.shape)}/{tuple(c2.shape)} do not match samples "
-                         f"of dimension {m1.shape[0]}")
+        d = m1.shape[0]
+        raise ValueError(f"mean of shape {tuple(m2.shape)} / cov of shape {tuple(c2.shape)} do not match samples "
+                         f"of dimension {d} (expected mean ({d},) and cov ({d}, {d}))")
     s2 = _sqrtm_psd(c2)
     cross = torch.linalg.eigvalsh(s2 @ c1 @ s2)
     tr_cross = torch.sqrt(torch.clamp(cross, min=0.0)).sum()
@@ -46,7 +72,8 @@ def frechet_to_moments(x: Tensor, mean: Tensor, cov: Tensor) -> float:
 
 def frechet_distance(x: Tensor, y: Tensor) -> float:
     """Fréchet distance between Gaussians fitted to two sample sets."""
-    m, c = moments(y)
+    _samples("x", x)
+    m, c = _moments("y", y)
     return frechet_to_moments(x, m, c)
 
 
@@ -56,8 +83,11 @@ def sliced_wasserstein(x: Tensor, y: Tensor, *, projections: int = 256,
 
     Deterministic for a given ``generator``; returns ``sqrt(mean_theta W2^2(<x,theta>, <y,theta>))``.
     """
-    xf = x.reshape(x.shape[0], -1).to(torch.float64)
-    yf = y.reshape(y.shape[0], -1).to(device=xf.device, dtype=torch.float64)
+    projections = check_int("projections", projections, minimum=1)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
+    xf = _samples("x", x)
+    yf = _samples("y", y).to(device=xf.device)
     if xf.shape != yf.shape:
         raise ValueError(f"x and y must have the same number of samples and dimension, got {tuple(xf.shape)} "
                          f"and {tuple(yf.shape)}")

@@ -61,8 +61,8 @@ class ReverseProcess:
             raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
         if not callable(score_fn):
             raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
-        if not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must be in [0, 1], got {lam}")
+        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
+            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
         self.sde = sde
         self.score_fn = score_fn
         self.lam = float(lam)
@@ -72,8 +72,16 @@ class ReverseProcess:
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate the score (one NFE) and check that it returns a tensor like ``x``."""
         self.nfe += 1
-        with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
-            s = self.score_fn(x, t)
+        try:
+            with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
+                s = self.score_fn(x, t)
+        except Exception as e:
+            if hasattr(e, "add_note"):  # Python >= 3.11: same exception, with where it happened
+                tt = t.reshape(-1)
+                where = f"t={float(tt[0]):.6g}" if tt.numel() else "t=()"
+                e.add_note(f"raised by score_fn at score evaluation {self.nfe} ({where}, x of shape "
+                           f"{tuple(x.shape)}, dtype {x.dtype}, device {x.device})")
+            raise
         if not isinstance(s, Tensor):
             raise ScoreError(f"score_fn must return a tensor, got {type(s).__name__}")
         if s.shape != x.shape:
@@ -81,6 +89,8 @@ class ReverseProcess:
         if s.dtype != x.dtype or s.device != x.device:
             raise ScoreError(f"score_fn returned dtype={s.dtype}, device={s.device}; expected dtype={x.dtype}, "
                              f"device={x.device} (those of x)")
+        if s.requires_grad and not self.grad:
+            s = s.detach()  # a score_fn that enables grad itself must not chain a graph through every step
         return s
 
     def drift(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:

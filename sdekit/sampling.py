@@ -10,11 +10,12 @@ from torch import Tensor
 
 from ._utils import check_int, check_real
 from .grids import Schedule, get_grid
-from .integrate import Solution, StepInfo, integrate
+from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
 from .noise import GaussianNoise, NoiseSource
 from .process import ReverseProcess, ScoreFn
 from .sde import SDE
+from .seeding import PerSampleNoise, check_indices, check_seed
 from .solvers.base import Solver, resolve
 
 __all__ = ["sample", "solve", "steps_for_nfe"]
@@ -22,6 +23,9 @@ __all__ = ["sample", "solve", "steps_for_nfe"]
 
 def steps_for_nfe(solver: Solver, nfe: int, *, denoise: bool) -> int:
     """Largest number of steps whose total score evaluations (denoising included) fit in ``nfe``."""
+    if not isinstance(solver, Solver):
+        raise TypeError(f"solver must be a Solver instance (see sdekit.solvers.resolve), got {type(solver).__name__}")
+    nfe = check_int("nfe", nfe, minimum=1)
     extra = 1 if denoise else 0
     if solver.nfe_for(1) + extra > nfe:
         raise ValueError(f"nfe={nfe} is too small for solver {solver.name!r}: one step costs "
@@ -39,11 +43,46 @@ def steps_for_nfe(solver: Solver, nfe: int, *, denoise: bool) -> int:
     return lo
 
 
-def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator) -> Tensor:
+_HALF = (torch.float16, torch.bfloat16)
+_HALF_MSG = ("half-precision states are not supported: a step's update (relative size ~1/steps) is rounded away "
+             "in a 8- or 11-bit mantissa. Keep the state in float32 and run the model in half precision inside "
+             "score_fn (e.g. lambda x, t: model(x.half(), t.half()).float(), or torch.autocast)")
+
+
+def _check_start_options(shape, x_T, device, dtype, generator, seed, indices, noise):
+    """Validate the options that decide the starting state and the noise; returns (device, seed, indices)."""
     if device is not None:
-        device = torch.device(device)
+        if not isinstance(device, (str, torch.device)):
+            raise TypeError(f"device must be a str, a torch.device or None, got {type(device).__name__}")
+        try:
+            device = torch.device(device)
+        except RuntimeError as e:
+            raise ValueError(f"device={device!r} is not a valid torch device: {e}") from None
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+    if dtype in _HALF:
+        raise TypeError(f"dtype={dtype} is refused: {_HALF_MSG}")
+    if isinstance(x_T, Tensor) and x_T.dtype in _HALF:
+        raise TypeError(f"x_T has dtype {x_T.dtype}, which is refused: {_HALF_MSG}")
+    if isinstance(x_T, Tensor) and x_T.requires_grad:
+        raise ValueError("x_T requires grad: sampling does not backpropagate through the solver (it would keep "
+                         "the graph of every step alive); pass x_T.detach()")
+    if seed is not None:
+        seed = check_seed(seed)
+        if generator is not None:
+            raise ValueError("give seed= (per-sample streams) or generator= (one stream for the batch), not both")
+        if noise is not None:
+            raise ValueError("give seed= or noise=, not both (seed= builds a PerSampleNoise)")
+    elif indices is not None:
+        raise ValueError("indices= needs seed= (the per-sample streams are keyed by (seed, index))")
+    if indices is not None:
+        indices = check_indices(indices)
+    return device, seed, indices
+
+
+def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator, seed=None,
+                   indices=None) -> tuple[Tensor, NoiseSource | None]:
+    """The starting state, and the per-sample noise source when ``seed`` is given (else ``None``)."""
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     if x_T is not None:
@@ -63,19 +102,40 @@ def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator) -> Tensor:
             raise ValueError(f"dtype={dtype} does not match x_T.dtype={x_T.dtype}; cast x_T or drop dtype=")
         if not bool(torch.isfinite(x_T).all()):
             raise ValueError("x_T contains NaN or Inf")
-        return x_T
+        if indices is not None and len(indices) != x_T.shape[0]:
+            raise ValueError(f"indices has {len(indices)} entries but x_T has a batch of {x_T.shape[0]}")
+        if seed is None:
+            return x_T, None
+        return x_T, PerSampleNoise(seed, range(x_T.shape[0]) if indices is None else indices, device=x_T.device)
     if shape is None:
         raise ValueError("give either shape= (to draw x_T from the prior) or x_T=")
     if isinstance(shape, int) or not all(isinstance(s, int) and not isinstance(s, bool) for s in shape) \
             or len(shape) < 1 or any(s < 1 for s in shape):
         raise ValueError(f"shape must be a non-empty tuple of positive ints (batch first), got {shape!r}")
+    if indices is not None and len(indices) != shape[0]:
+        raise ValueError(f"indices has {len(indices)} entries but shape={tuple(shape)} has a batch of {shape[0]}")
+    if seed is not None:
+        noise = PerSampleNoise(seed, range(shape[0]) if indices is None else indices, device=device)
+        return noise.prior(sde, shape, dtype=dtype or torch.get_default_dtype()), noise
     if generator is not None:
         gdev = generator.device
         if device is None:
             device = gdev
         elif gdev.type != device.type:
             raise ValueError(f"generator is on {gdev} but device={device}; use a generator on the sampling device")
-    return sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
+    x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
+    return x, None
+
+
+def _check_save_at(save_at: Any) -> None:
+    if save_at is None or isinstance(save_at, str):
+        return  # the string itself is checked by integrate
+    if isinstance(save_at, Tensor):
+        save_at = save_at.reshape(-1).tolist()
+    if not isinstance(save_at, Sequence):
+        raise TypeError(f"save_at must be 'grid', a sequence of times or None, got {type(save_at).__name__}")
+    for t in save_at:
+        check_real("save_at entries", t)
 
 
 def _with_backend(fn: Callable) -> Callable:
@@ -96,7 +156,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
           device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
           noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
-          check_finite: bool = True, backend: str | None = None, **solver_options: Any) -> Solution:
+          check_finite: bool = True, seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
+          backend: str | None = None, **solver_options: Any) -> Solution:
     """Like :func:`sample` but returns the whole :class:`~sdekit.integrate.Solution`.
 
     Extra arguments beyond :func:`sample`'s:
@@ -111,8 +172,11 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
     solver = resolve(solver, **solver_options)
-    if not isinstance(denoise, bool):
-        raise TypeError(f"denoise must be a bool, got {type(denoise).__name__}")
+    for name, flag in (("denoise", denoise), ("progress", progress), ("check_finite", check_finite)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
+    _check_save_at(save_at)
+    device, seed, indices = _check_start_options(shape, x_T, device, dtype, generator, seed, indices, noise)
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if noise is not None and not isinstance(noise, NoiseSource):
@@ -129,17 +193,20 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
-    x = _resolve_start(sde, shape, x_T, device, dtype, generator)
+    x, seeded = _resolve_start(sde, shape, x_T, device, dtype, generator, seed, indices)
+    if seeded is not None:
+        noise = seeded
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
                     save_at=save_at, callback=callback, progress=progress, check_finite=check_finite)
     if denoise:
         t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
+        x_last = sol.x
         sol.x = process.data_prediction(sol.x, t_end)
         sol.nfe = process.nfe
         if check_finite and not bool(torch.isfinite(sol.x).all()):
-            raise ValueError(f"the final denoising step at t={float(grid[-1]):.6g} produced NaN/Inf; "
-                             "check score_fn near eps or pass denoise=False")
+            # a numerical fault like any other step: the (finite) state before denoising is kept
+            raise NonFiniteError(sol.steps + 1, float(grid[-1]), x_last.clone(), "final denoising step")
     return sol
 
 
@@ -148,6 +215,7 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
            schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
            progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
+           seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
            backend: str | None = None, **solver_options: Any) -> Tensor:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
 
@@ -170,6 +238,11 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at ``eps`` (1 NFE).
         progress: show a tqdm progress bar.
         callback: called after each step with a :class:`~sdekit.integrate.StepInfo`.
+        seed: per-sample seeding (instead of ``generator``): sample ``i``'s prior and noise depend
+            only on ``(seed, i)``, so the samples are the same for any batching, order or number of
+            ranks (with a solver whose arithmetic is per-sample; see ``docs/distributed.md``).
+            Costs one generator call per sample at every noise draw; ``generator=`` is the fast path.
+        indices: the global index of each sample in the batch (default ``range(batch)``); needs ``seed``.
         backend: kernel backend for the solver updates during this call: ``"auto"`` (Triton for
             CUDA tensors when installed), ``"triton"`` or ``"torch"``; ``None`` keeps the global
             setting (:func:`sdekit.kernels.set_backend`).
@@ -179,9 +252,11 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         The samples, a tensor of ``shape`` (or ``x_T.shape``) on the same device and dtype.
 
     Raises:
-        ValueError, TypeError: for bad input, before any work is done.
-        NonFiniteError: if the state becomes NaN/Inf (with the step and t).
+        ValueError, TypeError: for bad input, before any work is done (half-precision states
+            are refused: keep the state in float32 and cast inside ``score_fn``).
+        ScoreError: if ``score_fn`` returns something other than a tensor like ``x``.
+        NonFiniteError: if the state becomes NaN/Inf (with the step, t and the last finite state).
     """
     return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
                  generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
-                 callback=callback, backend=backend, **solver_options).x
+                 callback=callback, seed=seed, indices=indices, backend=backend, **solver_options).x

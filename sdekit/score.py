@@ -33,6 +33,8 @@ TimeConvention = Union[str, Callable[[Tensor], Tensor]]
 
 def time_label(sde: SDE, time: TimeConvention = "continuous", num_steps: int = 1000) -> Callable[[Tensor], Tensor]:
     """Map continuous SDE time ``t`` to the label a model was trained with."""
+    if not isinstance(sde, SDE):
+        raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
     if callable(time):
         return time
     if time == "continuous":

@@ -325,6 +325,7 @@ class CosineSDE(AlphaSigmaSDE):
 
     def __init__(self, s: float = 0.008, *, T: float = 0.9946, eps: float = 1e-3) -> None:
         self.s = check_real("s", s, nonneg=True)
+        T = check_real("T", T, positive=True)
         if T >= 1.0:
             raise ValueError(f"T must be < 1 for the cosine schedule (alpha(1) = 0), got {T}")
         k = math.pi / 2 / (1 + self.s)

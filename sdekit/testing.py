@@ -15,6 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
+from ._utils import check_int, check_real
 from .sde import SDE
 
 __all__ = ["GaussianMixture"]
@@ -31,16 +32,23 @@ class GaussianMixture:
 
     def __init__(self, weights: Tensor | Sequence[float], means: Tensor, stds: Tensor | float) -> None:
         means = torch.as_tensor(means, dtype=torch.float64)
-        if means.ndim < 2:
-            raise ValueError(f"means must have shape (K, *event_shape), got {tuple(means.shape)}")
+        if means.ndim < 2 or means.shape[0] < 1 or means.numel() == 0:
+            raise ValueError(f"means must have shape (K, *event_shape) with K >= 1, got {tuple(means.shape)}")
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means contains NaN or Inf")
         w = torch.as_tensor(weights, dtype=torch.float64)
         if w.ndim != 1 or w.shape[0] != means.shape[0]:
             raise ValueError(f"weights must have shape ({means.shape[0]},), got {tuple(w.shape)}")
-        if not bool((w > 0).all()):
-            raise ValueError("weights must be > 0")
-        stds = torch.as_tensor(stds, dtype=torch.float64).expand_as(means).clone()
-        if not bool((stds > 0).all()):
-            raise ValueError("stds must be > 0")
+        if not bool(((w > 0) & torch.isfinite(w)).all()):
+            raise ValueError("weights must be finite and > 0")
+        stds = torch.as_tensor(stds, dtype=torch.float64)
+        try:
+            stds = stds.expand_as(means).clone()
+        except RuntimeError:
+            raise ValueError(f"stds of shape {tuple(stds.shape)} does not broadcast to the means' shape "
+                             f"{tuple(means.shape)}") from None
+        if not bool(((stds > 0) & torch.isfinite(stds)).all()):
+            raise ValueError("stds must be finite and > 0")
         self.weights = w / w.sum()
         self.means = means
         self.stds = stds
@@ -53,6 +61,16 @@ class GaussianMixture:
                generator: torch.Generator | None = None,
                event_shape: tuple[int, ...] | None = None) -> GaussianMixture:
         """A random mixture: means uniform on the sphere of radius ``scale``, stds uniform in ``std``."""
+        dim = check_int("dim", dim, minimum=1)
+        components = check_int("components", components, minimum=1)
+        scale = check_real("scale", scale, nonneg=True)
+        if not (isinstance(std, (tuple, list)) and len(std) == 2):
+            raise ValueError(f"std must be a pair (low, high), got {std!r}")
+        lo, hi = check_real("std[0]", std[0], positive=True), check_real("std[1]", std[1], positive=True)
+        if lo > hi:
+            raise ValueError(f"std must be (low, high) with low <= high, got {std!r}")
+        if event_shape is not None and math.prod(tuple(event_shape)) != dim:
+            raise ValueError(f"event_shape={tuple(event_shape)} must have dim={dim} elements")
         g = generator if generator is not None else torch.Generator().manual_seed(0)
         mu = torch.randn(components, dim, generator=g, dtype=torch.float64)
         mu = scale * mu / mu.norm(dim=1, keepdim=True)
@@ -77,6 +95,7 @@ class GaussianMixture:
     def sample(self, n: int, *, generator: torch.Generator | None = None, dtype: torch.dtype = torch.float32,
                device: torch.device | str | None = None, return_labels: bool = False):
         """Exact samples from the mixture (``t = 0``)."""
+        n = check_int("n", n, minimum=1)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = torch.randn((n, *self.event_shape), generator=generator, dtype=torch.float64)
         x = (self.means[k] + self.stds[k] * z).to(device=device, dtype=dtype)
@@ -96,6 +115,14 @@ class GaussianMixture:
         return sde.alpha(t)[:, None], sde.sigma(t)[:, None]
 
     def _component_terms(self, x: Tensor, sde: SDE | None, t: Tensor | None):
+        if not isinstance(x, Tensor):
+            raise TypeError(f"x must be a tensor, got {type(x).__name__}")
+        if x.ndim < 1 or tuple(x.shape[1:]) != self.event_shape:
+            raise ValueError(f"x must have shape (batch, *{self.event_shape}), got {tuple(x.shape)}")
+        if sde is not None and not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        if t is not None and not isinstance(t, Tensor):
+            raise TypeError(f"t must be a tensor of shape (batch,) or (), got {type(t).__name__}")
         xf = x.reshape(x.shape[0], -1).to(torch.float64)
         a, s = self._marginal(sde, t, x)
         mu, sd = self._flat(self.means).to(x.device), self._flat(self.stds).to(x.device)
@@ -132,6 +159,8 @@ class GaussianMixture:
 
     def score_fn(self, sde: SDE):
         """The exact score as a ``score_fn(x, t)`` for ``sdekit.sample``."""
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
 
         def score_fn(x: Tensor, t: Tensor) -> Tensor:
             return self.score(x, t, sde)
@@ -140,7 +169,9 @@ class GaussianMixture:
 
     def marginal_moments(self, t: float, sde: SDE) -> tuple[Tensor, Tensor]:
         """Exact mean and covariance of ``p_t`` (flattened, float64)."""
-        tt = torch.tensor([t], dtype=torch.float64)
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        tt = torch.tensor([check_real("t", t, nonneg=True)], dtype=torch.float64)
         a, s = float(sde.alpha(tt)), float(sde.sigma(tt))
         return a * self.mean(), a * a * self.cov() + s * s * torch.eye(self.dim, dtype=torch.float64)
 

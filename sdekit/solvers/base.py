@@ -117,9 +117,12 @@ def _names(kind: str | None = None) -> list[str]:
 
 
 def _construct(cls: type, options: dict[str, Any], what: str) -> Any:
-    sig = inspect.signature(cls.__init__)
-    params = [p for p in sig.parameters if p != "self"]
-    accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    if cls.__init__ is object.__init__:  # no constructor: its (*args, **kwargs) signature takes nothing
+        params, accepts_kwargs = [], False
+    else:
+        sig = inspect.signature(cls.__init__)
+        params = [p for p in sig.parameters if p != "self"]
+        accepts_kwargs = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     bad = [k for k in options if k not in params]
     if bad and not accepts_kwargs:
         valid = ", ".join(params) if params else "none"

@@ -23,7 +23,12 @@ class PredictorCorrector(Solver):
     def __init__(self, predictor: str | type | Solver = "reverse_diffusion",
                  corrector: str | type | Corrector | None = "langevin", *, snr: float | None = None,
                  corrector_steps: int = 1, predictor_options: dict[str, Any] | None = None) -> None:
-        self.predictor = resolve(predictor, **(predictor_options or {}))
+        try:
+            self.predictor = resolve(predictor, **(predictor_options or {}))
+        except (TypeError, ValueError) as e:
+            if type(e) not in (TypeError, ValueError):
+                raise
+            raise type(e)(f"predictor: {e}") from None
         if isinstance(self.predictor, PredictorCorrector):
             raise ValueError("predictor must not itself be a predictor-corrector solver")
         self.corrector = resolve_corrector(corrector, **({} if snr is None else {"snr": snr}))
