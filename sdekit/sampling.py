@@ -82,13 +82,14 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
           device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
           noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
-          check_finite: bool = True, **solver_options: Any) -> Solution:
+          check_finite: bool = True, condition: Any = None, **solver_options: Any) -> Solution:
     """Like :func:`sample` but returns the whole :class:`~sdekit.integrate.Solution`.
 
     Extra arguments beyond :func:`sample`'s:
         noise: a :class:`~sdekit.noise.NoiseSource` (default: Gaussian increments from ``generator``).
         save_at: ``"grid"`` or a sequence of times whose (nearest grid) states to keep.
         check_finite: stop with :class:`~sdekit.integrate.NonFiniteError` at the first NaN/Inf.
+        condition: see :func:`sample`.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (VPSDE, VESDE, ...), got {type(sde).__name__}")
@@ -101,6 +102,9 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if noise is not None and not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be an sdekit.noise.NoiseSource or None, got {type(noise).__name__}")
+    if condition is not None and not callable(getattr(condition, "apply", None)):
+        raise TypeError(f"condition must have an apply(process, x, t0, t1, noise) method (see sdekit.guidance), "
+                        f"got {type(condition).__name__}")
     if eps is not None:
         eps = check_real("eps", eps, positive=True)
         if eps >= sde.T:
@@ -116,11 +120,14 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     x = _resolve_start(sde, shape, x_T, device, dtype, generator)
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
-                    save_at=save_at, callback=callback, progress=progress, check_finite=check_finite)
+                    save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
+                    condition=condition)
     if denoise:
         t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
         sol.x = process.data_prediction(sol.x, t_end)
         sol.nfe = process.nfe
+        if condition is not None and callable(getattr(condition, "finalize", None)):
+            sol.x = condition.finalize(sol.x)
         if check_finite and not bool(torch.isfinite(sol.x).all()):
             raise ValueError(f"the final denoising step at t={float(grid[-1]):.6g} produced NaN/Inf; "
                              "check score_fn near eps or pass denoise=False")
@@ -132,7 +139,7 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
            schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
            progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
-           **solver_options: Any) -> Tensor:
+           condition: Any = None, **solver_options: Any) -> Tensor:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
 
     Args:
@@ -154,6 +161,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at ``eps`` (1 NFE).
         progress: show a tqdm progress bar.
         callback: called after each step with a :class:`~sdekit.integrate.StepInfo`.
+        condition: a projection applied after every step, e.g. :class:`sdekit.guidance.Inpainting`
+            or :func:`sdekit.guidance.colorization` (works with every solver).
         **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
 
     Returns:
@@ -165,4 +174,4 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
     """
     return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
                  generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
-                 callback=callback, **solver_options).x
+                 callback=callback, condition=condition, **solver_options).x
