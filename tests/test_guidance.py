@@ -6,8 +6,14 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.guidance import (Inpainting, LinearMeasurement, classifier_free, classifier_guidance, colorization,
-                             log_prob_gradient)
+from sdekit.guidance import (
+    Inpainting,
+    LinearMeasurement,
+    classifier_free,
+    classifier_guidance,
+    colorization,
+    log_prob_gradient,
+)
 from sdekit.metrics import frechet_to_moments
 from sdekit.testing import GaussianMixture
 
