@@ -9,8 +9,9 @@ Quick start::
                       generator=torch.Generator().manual_seed(0))
 """
 
-from . import distributed, grids, kernels, metrics, noise, score, seeding, solvers, testing
+from . import distributed, grids, guidance, kernels, metrics, noise, score, seeding, solvers, testing
 from .integrate import NonFiniteError, SamplingError, Solution, StepInfo, integrate
+from .likelihood import LikelihoodResult, decode, encode, likelihood
 from .process import DriftDiffusion, ReverseProcess, ScoreError
 from .sampling import sample, solve, steps_for_nfe
 from .sde import SDE, VESDE, VPSDE, AlphaSigmaSDE, CosineSDE, SubVPSDE
@@ -21,5 +22,7 @@ __all__ = [
     "sample", "solve", "integrate", "steps_for_nfe", "Solution", "StepInfo",
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE",
     "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError",
-    "grids", "kernels", "metrics", "noise", "score", "solvers", "testing", "seeding", "distributed", "__version__",
+    "likelihood", "encode", "decode", "LikelihoodResult",
+    "grids", "guidance", "kernels", "metrics", "noise", "score", "solvers", "testing", "seeding", "distributed",
+    "__version__",
 ]

@@ -136,7 +136,7 @@ def _save_indices(save_at: Sequence[float] | str | None, grid: Tensor) -> dict[i
 
 def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: NoiseSource, *,
               save_at: Sequence[float] | str | None = None, callback: Callable[[StepInfo], Any] | None = None,
-              progress: bool = False, check_finite: bool = True) -> Solution:
+              progress: bool = False, check_finite: bool = True, condition: Any = None) -> Solution:
     """Integrate ``process`` with ``solver`` over the times ``grid`` starting from ``x``.
 
     Args:
@@ -150,6 +150,8 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
         callback: called after each step with a :class:`StepInfo`.
         progress: show a tqdm progress bar.
         check_finite: raise :class:`NonFiniteError` as soon as a state is not finite.
+        condition: an object whose ``apply(process, x, t0, t1, noise) -> x`` projects the state after
+            every step (inpainting, colorization: see :mod:`sdekit.guidance`).
     """
     n = grid.numel() - 1
     ts = grid.to(device=x.device, dtype=x.dtype)
@@ -169,6 +171,8 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
             t0, t1 = ts[i].expand(b), ts[i + 1].expand(b)
             x_prev = x
             x, state, _ = solver.step(process, t0, t1, x, state, StepNoise(noise, t0, t1, x))
+            if condition is not None:
+                x = condition.apply(process, x, t0, t1, noise)
             guard.after_step(i, x, x_prev)
             if i + 1 in saves:
                 saved[i + 1] = x.clone()

@@ -157,7 +157,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
           noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
           check_finite: bool = True, seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
-          backend: str | None = None, **solver_options: Any) -> Solution:
+          condition: Any = None, backend: str | None = None, **solver_options: Any) -> Solution:
     """Like :func:`sample` but returns the whole :class:`~sdekit.integrate.Solution`.
 
     Extra arguments beyond :func:`sample`'s:
@@ -166,6 +166,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         check_finite: stop with :class:`~sdekit.integrate.NonFiniteError` at the first NaN/Inf.
         backend: kernel backend for this call (``"auto"``, ``"triton"``, ``"torch"``; see
             :func:`sdekit.kernels.set_backend`); ``None`` keeps the global setting.
+        condition: see :func:`sample`.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (VPSDE, VESDE, ...), got {type(sde).__name__}")
@@ -181,6 +182,9 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         raise TypeError(f"callback must be callable or None, got {type(callback).__name__}")
     if noise is not None and not isinstance(noise, NoiseSource):
         raise TypeError(f"noise must be an sdekit.noise.NoiseSource or None, got {type(noise).__name__}")
+    if condition is not None and not callable(getattr(condition, "apply", None)):
+        raise TypeError(f"condition must have an apply(process, x, t0, t1, noise) method (see sdekit.guidance), "
+                        f"got {type(condition).__name__}")
     if eps is not None:
         eps = check_real("eps", eps, positive=True)
         if eps >= sde.T:
@@ -198,12 +202,15 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         noise = seeded
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
-                    save_at=save_at, callback=callback, progress=progress, check_finite=check_finite)
+                    save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
+                    condition=condition)
     if denoise:
         t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
         x_last = sol.x
         sol.x = process.data_prediction(sol.x, t_end)
         sol.nfe = process.nfe
+        if condition is not None and callable(getattr(condition, "finalize", None)):
+            sol.x = condition.finalize(sol.x)
         if check_finite and not bool(torch.isfinite(sol.x).all()):
             # a numerical fault like any other step: the (finite) state before denoising is kept
             raise NonFiniteError(sol.steps + 1, float(grid[-1]), x_last.clone(), "final denoising step")
@@ -216,7 +223,7 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
            device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
            progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
            seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
-           backend: str | None = None, **solver_options: Any) -> Tensor:
+           condition: Any = None, backend: str | None = None, **solver_options: Any) -> Tensor:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
 
     Args:
@@ -246,6 +253,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         backend: kernel backend for the solver updates during this call: ``"auto"`` (Triton for
             CUDA tensors when installed), ``"triton"`` or ``"torch"``; ``None`` keeps the global
             setting (:func:`sdekit.kernels.set_backend`).
+        condition: a projection applied after every step, e.g. :class:`sdekit.guidance.Inpainting`
+            or :func:`sdekit.guidance.colorization` (works with every solver).
         **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
 
     Returns:
@@ -259,4 +268,5 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
     """
     return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
                  generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
-                 callback=callback, seed=seed, indices=indices, backend=backend, **solver_options).x
+                 callback=callback, seed=seed, indices=indices, condition=condition, backend=backend,
+                 **solver_options).x
