@@ -208,7 +208,8 @@ def from_kdiffusion(denoiser: Callable[..., Tensor], *, sigma_min: float, sigma_
 
     Args:
         denoiser: ``denoiser(x, sigma, **model_kwargs)`` with ``sigma`` of shape ``(batch,)``.
-        sigma_min, sigma_max: the noise range of the model (the SDE's ``eps`` and ``T``).
+        sigma_min: the smallest noise level of the model (the SDE's ``eps``).
+        sigma_max: the largest noise level of the model (the SDE's ``T``).
         model_kwargs: extra keyword arguments for every call (k-diffusion's ``extra_args``).
     """
     if not callable(denoiser):
