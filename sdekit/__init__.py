@@ -14,13 +14,13 @@ from .integrate import NonFiniteError, SamplingError, Solution, StepInfo, integr
 from .likelihood import LikelihoodResult, decode, encode, likelihood
 from .process import DriftDiffusion, ReverseProcess, ScoreError
 from .sampling import sample, solve, steps_for_nfe
-from .sde import SDE, VESDE, VPSDE, AlphaSigmaSDE, CosineSDE, SubVPSDE
+from .sde import EDMSDE, SDE, VESDE, VPSDE, AlphaSigmaSDE, CosineSDE, DiscreteVPSDE, SubVPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sample", "solve", "integrate", "steps_for_nfe", "Solution", "StepInfo",
-    "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE",
     "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError",
     "likelihood", "encode", "decode", "LikelihoodResult",
     "grids", "guidance", "kernels", "metrics", "noise", "score", "solvers", "testing", "seeding", "distributed",

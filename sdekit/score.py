@@ -13,19 +13,30 @@ The conversions, with ``x = alpha x0 + sigma eps``::
     eps model:  s = -eps_hat / sigma
     x0 model:   s = (alpha x0_hat - x) / sigma^2
     v model:    eps_hat = (sigma x + alpha v_hat) / (alpha^2 + sigma^2),  s = -eps_hat / sigma
+
+Models people already have:
+
+- :func:`from_diffusers` turns a diffusers UNet and its scheduler into ``(score_fn, sde)``
+  with a :class:`~sdekit.sde.DiscreteVPSDE` built from the scheduler's ``alphas_cumprod``
+  (or, with ``parametrization="sigma"``, the same model in the noise-level view
+  ``x / alpha`` under an :class:`~sdekit.sde.EDMSDE`, where Euler/Heun are diffusers'
+  ``EulerDiscreteScheduler``/``HeunDiscreteScheduler``).
+- :func:`from_kdiffusion` turns a k-diffusion denoiser ``D(x, sigma)`` into ``(score_fn, EDMSDE)``
+  in which ``ode_euler``/``ode_heun`` are k-diffusion's ``sample_euler``/``sample_heun``.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Any, Callable, Union
 
+import torch
 from torch import Tensor
 
 from ._utils import bcast, check_int
 from .process import ScoreFn
-from .sde import SDE
+from .sde import EDMSDE, SDE, DiscreteVPSDE
 
-__all__ = ["from_eps", "from_x0", "from_denoiser", "from_v", "time_label"]
+__all__ = ["from_eps", "from_x0", "from_denoiser", "from_v", "time_label", "from_diffusers", "from_kdiffusion"]
 
 Model = Callable[[Tensor, Tensor], Tensor]
 TimeConvention = Union[str, Callable[[Tensor], Tensor]]
@@ -105,3 +116,108 @@ def from_v(model: Model, sde: SDE, *, time: TimeConvention = "continuous", num_s
         return eps * bcast(-1.0 / s, x)
 
     return score_fn
+
+
+_PREDICTIONS = {"epsilon": from_eps, "v_prediction": from_v, "sample": from_x0}
+
+
+def _unwrap(out: Any) -> Tensor:
+    """A diffusers model returns an output object with ``.sample`` (or a tuple); take the tensor."""
+    if isinstance(out, Tensor):
+        return out
+    sample = getattr(out, "sample", None)
+    if isinstance(sample, Tensor):
+        return sample
+    if isinstance(out, (tuple, list)) and out and isinstance(out[0], Tensor):
+        return out[0]
+    raise TypeError(f"the model returned {type(out).__name__}; expected a tensor, a tuple or an object with .sample")
+
+
+def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization: str = "vp",
+                   prediction_type: str | None = None,
+                   model_kwargs: dict[str, Any] | None = None) -> tuple[ScoreFn, SDE]:
+    """Turn a diffusers model and its discrete scheduler into ``(score_fn, sde)``.
+
+    The model is called as ``unet(x_in, timestep, **model_kwargs)`` and may return a tensor, a tuple
+    or an object with ``.sample`` (``UNet2DModel``, ``UNet2DConditionModel``). Training step ``k``
+    sits at SDE time ``(k + 1) / N``; ``sde.times(scheduler.timesteps)`` is the scheduler's own
+    grid, and sdekit's final denoising step plays the scheduler's last step to ``alpha = 1``.
+
+    Args:
+        unet: the noise/velocity/sample-prediction network.
+        scheduler: any diffusers scheduler with ``alphas_cumprod`` (DDPM, DDIM, Euler, Heun, DPM-Solver...).
+        parametrization: ``"vp"``: the state is the model's ``x`` and ``sde`` a
+            :class:`~sdekit.sde.DiscreteVPSDE`; ``"sigma"``: the state is ``x / alpha`` and ``sde`` an
+            :class:`~sdekit.sde.EDMSDE` whose time is the noise level ``sigma / alpha`` (diffusers'
+            ``EulerDiscreteScheduler`` convention; start from ``x_T * sqrt(1 + sigma_max^2)``-scaled noise).
+        prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"`` (default: the scheduler's config).
+        model_kwargs: extra keyword arguments for every model call (e.g. ``encoder_hidden_states``).
+
+    Returns:
+        ``(score_fn, sde)``.
+
+    Example:
+        >>> score_fn, sde = sdekit.score.from_diffusers(unet, scheduler)  # doctest: +SKIP
+        >>> scheduler.set_timesteps(50)  # doctest: +SKIP
+        >>> grid = sde.times(scheduler.timesteps)  # doctest: +SKIP
+        >>> x = sdekit.sample(score_fn, sde, "ancestral", schedule=grid, x_T=noise)  # doctest: +SKIP
+    """
+    if not callable(unet):
+        raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
+    ac = getattr(scheduler, "alphas_cumprod", None)
+    if ac is None:
+        raise TypeError(f"scheduler must have alphas_cumprod (a diffusers scheduler), got {type(scheduler).__name__}")
+    if prediction_type is None:
+        config = getattr(scheduler, "config", None)
+        prediction_type = getattr(config, "prediction_type", None) or "epsilon"
+    if prediction_type not in _PREDICTIONS:
+        raise ValueError(f"prediction_type must be one of {sorted(_PREDICTIONS)}, got {prediction_type!r}")
+    if parametrization not in ("vp", "sigma"):
+        raise ValueError(f"parametrization must be 'vp' or 'sigma', got {parametrization!r}")
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs must be a dict or None, got {type(model_kwargs).__name__}")
+    kwargs = dict(model_kwargs or {})
+    vp = DiscreteVPSDE(ac)
+
+    def model(x: Tensor, label: Tensor) -> Tensor:
+        return _unwrap(unet(x, label, **kwargs))
+
+    vp_score = _PREDICTIONS[prediction_type](model, vp, time=vp.timestep)
+    if parametrization == "vp":
+        return vp_score, vp
+
+    ends = torch.exp(-vp.log_snr(torch.tensor([vp.eps, vp.T], dtype=torch.float64)))
+    edm = EDMSDE(sigma_min=float(ends[0]), sigma_max=float(ends[1]))
+
+    def score_fn(x: Tensor, sigma: Tensor) -> Tensor:
+        # x is the noise-level view x / alpha at sigma = sigma_vp / alpha_vp.
+        t = vp.t_from_log_snr(-torch.log(sigma.to(torch.float64))).to(x.dtype)
+        a = bcast(vp.alpha(t), x)
+        return vp_score(x * a, t) * a
+
+    return score_fn, edm
+
+
+def from_kdiffusion(denoiser: Callable[..., Tensor], *, sigma_min: float, sigma_max: float,
+                    model_kwargs: dict[str, Any] | None = None) -> tuple[ScoreFn, EDMSDE]:
+    """Turn a k-diffusion-style denoiser ``D(x, sigma) ~ E[x_0 | x]`` into ``(score_fn, EDMSDE)``.
+
+    ``x = x_0 + sigma z`` and ``score = (D(x, sigma) - x) / sigma^2``. In the returned
+    :class:`~sdekit.sde.EDMSDE` time equals the noise level, so k-diffusion's ``sigmas`` are an
+    sdekit grid as they are (pass them as ``schedule=``, dropping a trailing 0: sdekit's final
+    denoising step is that step), and ``ode_euler``/``ode_heun`` are ``sample_euler``/``sample_heun``.
+    For any other sdekit SDE use :func:`from_denoiser`.
+
+    Args:
+        denoiser: ``denoiser(x, sigma, **model_kwargs)`` with ``sigma`` of shape ``(batch,)``.
+        sigma_min: the smallest noise level of the model (the SDE's ``eps``).
+        sigma_max: the largest noise level of the model (the SDE's ``T``).
+        model_kwargs: extra keyword arguments for every call (k-diffusion's ``extra_args``).
+    """
+    if not callable(denoiser):
+        raise TypeError(f"denoiser must be callable (x, sigma) -> tensor, got {type(denoiser).__name__}")
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs must be a dict or None, got {type(model_kwargs).__name__}")
+    kwargs = dict(model_kwargs or {})
+    sde = EDMSDE(sigma_min=sigma_min, sigma_max=sigma_max)
+    return from_denoiser(lambda x, s: denoiser(x, s, **kwargs), sde, time="sigma"), sde

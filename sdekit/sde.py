@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ._utils import bcast, check_real
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE"]
 
 
 class SDE:
@@ -351,3 +351,138 @@ class CosineSDE(AlphaSigmaSDE):
 
     def __repr__(self) -> str:
         return f"CosineSDE(s={self.s}, T={self.T}, eps={self.eps})"
+
+
+class EDMSDE(SDE):
+    """The variance-exploding SDE of Karras et al. (2022) with time equal to noise level: ``sigma(t) = t``.
+
+    ``alpha = 1``, ``f = 0``, ``g(t)^2 = 2 t``. Because ``t`` *is* the noise level, Euler and Heun on
+    this SDE's probability-flow ODE are exactly k-diffusion's ``sample_euler`` / ``sample_heun``
+    (Karras et al. 2022, Algorithms 1-2) on the same sigmas. ``T = sigma_max``, ``eps = sigma_min``.
+
+    Args:
+        sigma_min: smallest noise level (the default last time of a grid).
+        sigma_max: largest noise level (where the prior lives).
+    """
+
+    name = "edm"
+
+    def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
+        super().__init__(T=check_real("sigma_max", sigma_max, positive=True),
+                         eps=check_real("sigma_min", sigma_min, positive=True))
+        self.sigma_min, self.sigma_max = self.eps, self.T
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.ones_like(t)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return t.clone()
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        return -torch.log(t)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        return torch.exp(-lam)
+
+    def f(self, t: Tensor) -> Tensor:
+        return torch.zeros_like(t)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return 2 * t
+
+    def drift(self, x: Tensor, t: Tensor) -> Tensor:
+        return torch.zeros_like(x)
+
+    def __repr__(self) -> str:
+        return f"EDMSDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max})"
+
+
+class DiscreteVPSDE(SDE):
+    """The VP SDE behind a discrete DDPM schedule ``alphas_cumprod`` (diffusers, score_sde's DDPM).
+
+    Training step ``k`` (0-based, ``k = 0 .. N-1``) sits at time ``t_k = (k + 1) / N``, and
+    ``ln alpha(t)^2`` is the piecewise-linear interpolant of ``ln alphas_cumprod`` with
+    ``ln alpha(0)^2 = 0``. That is the exact continuous-time counterpart of the chain: ``beta(t) =
+    -d ln alpha^2/dt`` is piecewise constant, ``f = -beta/2``, ``g^2 = beta``, and
+    ``alpha(t_k)^2 = alphas_cumprod[k]`` to float precision, so every solver that only reads
+    ``alpha, sigma`` at grid times reproduces the discrete sampler on the scheduler's own timesteps.
+
+    Args:
+        alphas_cumprod: 1-D sequence of ``N >= 2`` strictly decreasing values in ``(0, 1)``.
+        eps: default last time of a grid (default ``1 / N``, the time of training step 0).
+    """
+
+    name = "discrete_vp"
+
+    def __init__(self, alphas_cumprod, *, eps: float | None = None) -> None:
+        ac = torch.as_tensor(alphas_cumprod).detach().to(device="cpu", dtype=torch.float64)
+        if ac.ndim != 1 or ac.numel() < 2:
+            raise ValueError(f"alphas_cumprod must be 1-D with at least 2 entries, got shape {tuple(ac.shape)}")
+        if not bool(((ac > 0) & (ac < 1)).all()):
+            raise ValueError("alphas_cumprod must lie in (0, 1)")
+        if not bool((torch.diff(ac) < 0).all()):
+            raise ValueError("alphas_cumprod must be strictly decreasing")
+        self.num_steps = int(ac.numel())
+        super().__init__(T=1.0, eps=1.0 / self.num_steps if eps is None else eps)
+        self.alphas_cumprod = ac
+        self._table = {torch.device("cpu"): torch.cat([ac.new_zeros(1), torch.log(ac)])}
+
+    def _log_ac_table(self, device: torch.device) -> Tensor:
+        tab = self._table.get(device)
+        if tab is None:
+            tab = self._table[device] = self._table[torch.device("cpu")].to(device)
+        return tab
+
+    def _interp(self, t: Tensor) -> tuple[Tensor, Tensor]:
+        """``ln alpha(t)^2`` and its slope (float64)."""
+        tab = self._log_ac_table(t.device)
+        u = t.to(torch.float64) * self.num_steps
+        j = torch.clamp(torch.floor(u), 0, self.num_steps - 1).long()
+        lo, hi = tab[j], tab[j + 1]
+        w = u - j
+        return lo + w * (hi - lo), (hi - lo) * self.num_steps
+
+    def log_alpha2(self, t: Tensor) -> Tensor:
+        """``ln alpha(t)^2`` (the interpolated ``ln alphas_cumprod``)."""
+        return self._interp(t)[0].to(t.dtype)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return torch.exp(0.5 * self._interp(t)[0]).to(t.dtype)
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return torch.sqrt(-torch.expm1(self._interp(t)[0])).to(t.dtype)
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        la2 = self._interp(t)[0]
+        return (0.5 * la2 - 0.5 * torch.log(-torch.expm1(la2))).to(t.dtype)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        neg = -self._log_ac_table(lam.device)  # strictly increasing, neg[0] = 0
+        v = torch.nn.functional.softplus(-2 * lam.to(torch.float64))  # -ln alpha^2
+        k = torch.clamp(torch.searchsorted(neg, v), 1, self.num_steps)
+        w = (v - neg[k - 1]) / (neg[k] - neg[k - 1])
+        return ((k - 1 + w) / self.num_steps).to(lam.dtype)
+
+    def f(self, t: Tensor) -> Tensor:
+        return (0.5 * self._interp(t)[1]).to(t.dtype)
+
+    def g2(self, t: Tensor) -> Tensor:
+        return (-self._interp(t)[1]).to(t.dtype)
+
+    @property
+    def prior_std(self) -> float:
+        return 1.0
+
+    def timestep(self, t: Tensor) -> Tensor:
+        """The (fractional) training-step label ``t N - 1`` a discrete model expects at time ``t``."""
+        return t * self.num_steps - 1
+
+    def times(self, timesteps) -> Tensor:
+        """SDE times ``(k + 1) / N`` (float64) of training steps ``k``: a scheduler's timesteps as an sdekit grid."""
+        k = torch.as_tensor(timesteps).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        if bool(((k < 0) | (k > self.num_steps - 1)).any()):
+            raise ValueError(f"timesteps must lie in [0, {self.num_steps - 1}]")
+        return (k + 1) / self.num_steps
+
+    def __repr__(self) -> str:
+        return f"DiscreteVPSDE(num_steps={self.num_steps}, eps={self.eps})"
