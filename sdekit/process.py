@@ -39,6 +39,8 @@ class Process(Protocol):
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor: ...
 
+    def drift_terms(self, x: Tensor, t: Tensor) -> list: ...
+
     def diffusion(self, t: Tensor) -> Tensor: ...
 
 
@@ -100,6 +102,14 @@ class ReverseProcess:
         out = self.sde.drift(x, t)
         return out.addcmul_(s, bcast(c, x)) if not out.requires_grad else out + bcast(c, x) * s
 
+    def drift_terms(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """The drift as coefficient/tensor pairs ``[(f(t), x), (-1/2 (1 + lam^2) g^2, s)]`` (one NFE).
+
+        Solvers pass these to :func:`sdekit.kernels.lincomb` so the drift is never materialised.
+        """
+        s = self.score(x, t) if score is None else score
+        return [(self.sde.f(t), x), (-0.5 * (1.0 + self.lam ** 2) * self.sde.g2(t), s)]
+
     def diffusion(self, t: Tensor) -> Tensor:
         """``lam g(t)``, of shape ``(batch,)``."""
         return self.lam * self.sde.g(t)
@@ -127,6 +137,10 @@ class DriftDiffusion:
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
         return self._drift(x, t)
+
+    def drift_terms(self, x: Tensor, t: Tensor) -> list[tuple[float, Tensor]]:
+        """The drift as one coefficient/tensor pair (see :meth:`ReverseProcess.drift_terms`)."""
+        return [(1.0, self.drift(x, t))]
 
     def diffusion(self, t: Tensor) -> Tensor:
         if self._diffusion is None:

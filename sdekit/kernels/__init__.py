@@ -140,6 +140,9 @@ def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, 
     is one more term (``(c, z)``). ``out`` may alias ``x`` but no ``v_i``.
     """
     terms = list(terms)
+    if any(v is x for _, v in terms):  # fold terms in x itself into a: one pass fewer
+        a = a + sum(b for b, v in terms if v is x)
+        terms = [(b, v) for b, v in terms if v is not x]
     tensors = [x] + [v for _, v in terms] + ([out] if out is not None else [])
     return _impl(tensors, [a] + [b for b, _ in terms]).lincomb(x, a, terms, out=out)
 

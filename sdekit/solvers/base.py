@@ -15,7 +15,8 @@ Rules for writing a solver:
 3. Form the update with :func:`sdekit.kernels.lincomb`, writing into a buffer from
    :func:`spare` so the step allocates nothing but the score.
 4. Only diffusion-specific solvers (``needs_sde = True``) may read ``process.sde``;
-   general solvers use ``process.drift`` and ``process.diffusion`` alone.
+   general solvers use ``process.drift`` (or ``process.drift_terms``, which lets ``lincomb``
+   fuse the drift into the update) and ``process.diffusion`` alone.
 5. Every score evaluation goes through the process, which counts NFE.
 """
 
