@@ -105,7 +105,8 @@ class PIController:
         return e
 
     def initial_step(self, x: Tensor, f0: Tensor | None, span: float) -> Tensor:
-        """First step size per sample (float64): ``h0``, else ``0.01 ||x|| / ||f0||`` in the scaled norm."""
+        """First step size per sample (float64): ``h0``, else ``0.01 ||x|| / ||f0||`` in the scaled norm
+        (Hairer, Nørsett & Wanner, II.4, without the second evaluation), at most 1% of the span."""
         b = x.shape[0]
         if self.h0 is not None:
             return torch.full((b,), min(self.h0, span), dtype=torch.float64, device=x.device)
@@ -116,7 +117,7 @@ class PIController:
         if not self.per_sample:
             d0, d1 = torch.sqrt((d0 * d0).mean()).expand(b), torch.sqrt((d1 * d1).mean()).expand(b)
         h = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6 * span), 0.01 * d0 / d1)
-        return torch.clamp(h, max=span)
+        return torch.clamp(h, max=0.01 * span)  # the controller grows it within a few steps
 
     def factor(self, e: Tensor, e_prev: Tensor, accepted: Tensor) -> Tensor:
         """Step-size factor per sample given this step's error ``e`` (float64, ``(batch,)``)."""

@@ -283,7 +283,8 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
     saves = _save_indices(save_at, grid)
     saved: dict[int, Tensor] = {0: x.clone()} if 0 in saves else {}
     state = solver.init(process, x, ts[0].expand(b))
-    run = _AdaptiveRun(solver, grid, x, noise, state) if solver.adaptive else None
+    # adaptive solvers with a controller step under it; others (torchdiffeq) take one step per interval
+    run = _AdaptiveRun(solver, grid, x, noise, state) if solver.adaptive and hasattr(solver, "controller") else None
     if run is not None:
         if condition is not None:
             raise ValueError(f"condition= is not supported with the adaptive solver {solver.name!r}; "
