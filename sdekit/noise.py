@@ -8,7 +8,10 @@ whose Brownian increment, standard normals and space-time Lévy area come from o
   order (fast; reproducible under a seed).
 - :class:`BrownianNoise` queries torchsde's ``BrownianInterval``, so the same Brownian
   path can be evaluated at any resolution and queried twice (nested-grid convergence
-  tests, adaptive SDE steps that are rejected and retried).
+  tests, adaptive SDE steps that are rejected and retried). All samples share one time grid.
+- :class:`BrownianPath` samples a Brownian path lazily with its own times per sample and
+  remembers what it drew, so an adaptive SDE solver with per-sample step sizes retries a
+  rejected step on the same path.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from torch import Tensor
 
 from ._utils import bcast
 
-__all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "StepNoise"]
+__all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "BrownianPath", "StepNoise"]
 
 
 class NoiseSource:
@@ -115,6 +118,114 @@ class BrownianNoise(NoiseSource):
 
     def normal(self, like: Tensor) -> Tensor:
         return torch.randn(like.shape, generator=self._gen, device=like.device, dtype=like.dtype)
+
+
+class BrownianPath(NoiseSource):
+    """A Brownian path per sample, drawn lazily at per-sample times and remembered (Lévy's construction).
+
+    ``W_b(t)`` is drawn conditionally on the points of sample ``b``'s path known so far: a
+    Brownian bridge between the nearest known neighbours, or a Gaussian increment beyond the
+    outermost one; the new point is then remembered. Any set of queries therefore sees one
+    Brownian motion, whatever the order of the queries, and a step that is rejected and
+    retried with a smaller step reuses the same path (as in Rackauckas & Nie 2017, "Rejection
+    sampling with memory"). Times are per-sample tensors of shape ``(batch,)``.
+
+    Args:
+        base: source of the standard normals (default: :class:`GaussianNoise` of ``generator``).
+        generator: used when ``base`` is not given.
+        keep_history: remember every point (so the path can be re-queried later, e.g. by a
+            fixed-step reference solve). Otherwise :meth:`forget` drops the points behind the
+            current time of each sample, which keeps memory and work per query small.
+    """
+
+    def __init__(self, base: NoiseSource | None = None, *, generator: torch.Generator | None = None,
+                 keep_history: bool = False) -> None:
+        if base is not None and not isinstance(base, NoiseSource):
+            raise TypeError(f"base must be a NoiseSource or None, got {type(base).__name__}")
+        if base is not None and generator is not None:
+            raise ValueError("give base= or generator=, not both")
+        self.base = GaussianNoise(generator) if base is None else base
+        self.keep_history = bool(keep_history)
+        self._t: Tensor | None = None  # (B, capacity) float64 times, +inf where empty
+        self._w: Tensor | None = None  # (B, capacity, *event) values
+        self._n = 0  # columns in use
+
+    @property
+    def points(self) -> int:
+        """Number of remembered points per sample (the width of the storage)."""
+        return self._n
+
+    def _append(self, s: Tensor, w: Tensor) -> None:
+        if self._t is None:
+            self._t = torch.full((s.shape[0], 4), float("inf"), dtype=torch.float64, device=s.device)
+            self._w = w.new_zeros((w.shape[0], 4, *w.shape[1:]))
+            self._n = 0
+        if self._n == self._t.shape[1]:  # grow by doubling: appends cost O(1) amortised
+            self._t = torch.cat([self._t, torch.full_like(self._t, float("inf"))], 1)
+            self._w = torch.cat([self._w, torch.zeros_like(self._w)], 1)
+        self._t[:, self._n] = s
+        self._w[:, self._n] = w
+        self._n += 1
+
+    def value(self, t: Tensor, like: Tensor) -> Tensor:
+        """``W(t)`` per sample (``t`` of shape ``(batch,)``), drawn and remembered if new."""
+        b = like.shape[0]
+        s = t.to(device=like.device, dtype=torch.float64).reshape(-1).expand(b)
+        if self._t is None:  # the path is pinned to 0 at the first time queried
+            self._append(s, torch.zeros_like(like))
+            return torch.zeros_like(like)
+        if self._t.shape[0] != b or self._w.shape[2:] != like.shape[1:]:
+            raise ValueError(f"BrownianPath was started with shape {(self._t.shape[0], *self._w.shape[2:])}, "
+                             f"queried with {tuple(like.shape)}")
+        tt, col = self._t[:, :self._n], s[:, None]
+        inf = torch.full_like(tt, float("inf"))
+        lt, li = torch.where(torch.isfinite(tt) & (tt <= col), tt, -inf).max(1)
+        rt, ri = torch.where(torch.isfinite(tt) & (tt > col), tt, inf).min(1)
+        has_l, has_r = torch.isfinite(lt), torch.isfinite(rt)
+        both = has_l & has_r
+        lt0, rt0 = torch.where(has_l, lt, s), torch.where(has_r, rt, s)
+        span = torch.where(both, rt0 - lt0, torch.ones_like(s))
+        var = torch.where(both, (s - lt0) * (rt0 - s) / span, torch.where(has_l, s - lt0, rt0 - s)).clamp_(min=0.0)
+        wr = torch.where(both, (s - lt0) / span, torch.where(has_l, torch.zeros_like(s), torch.ones_like(s)))
+        rows = torch.arange(b, device=like.device)
+        w_l, w_r = self._w[rows, li], self._w[rows, ri]
+        wr_x = bcast(wr.to(like.dtype), like)
+        out = w_l * (1 - wr_x) + w_r * wr_x
+        new = ~(has_l & (lt0 == s))  # not a point already known (a row with no points pins W = 0)
+        if bool(new.any()):
+            out = out + self.base.normal(like) * bcast(torch.sqrt(var).to(like.dtype), like)
+            self._append(torch.where(new, s, torch.full_like(s, float("inf"))), out)
+        return out
+
+    def increment(self, t0: Tensor, t1: Tensor, like: Tensor) -> Tensor:
+        w0 = self.value(t0, like)
+        return self.value(t1, like) - w0
+
+    def normal(self, like: Tensor) -> Tensor:
+        return self.base.normal(like)
+
+    def forget(self, t: Tensor, direction: float) -> None:
+        """Drop each sample's points behind its time ``t`` (``direction`` < 0: times above ``t``)."""
+        if self.keep_history or self._t is None:
+            return
+        tt = self._t[:, :self._n]
+        s = t.to(device=tt.device, dtype=torch.float64).reshape(-1, 1)
+        behind = tt > s if direction < 0 else tt < s
+        # keep the nearest point behind t too: the path continues from it (t and the queried times
+        # may differ by a rounding when the state is float32)
+        inf = torch.full_like(tt, float("inf"))
+        if direction < 0:
+            nearest = torch.where(behind, tt, inf).min(1, keepdim=True).values
+        else:
+            nearest = torch.where(behind, tt, -inf).max(1, keepdim=True).values
+        tt = torch.where(behind & (tt != nearest), inf, tt)
+        keep = torch.isfinite(tt)
+        width = max(int(keep.sum(1).max()), 1)
+        order = torch.argsort((~keep).to(torch.int8), dim=1, stable=True)[:, :width]
+        self._t = torch.gather(tt, 1, order)
+        idx = order.view(*order.shape, *([1] * (self._w.ndim - 2))).expand(*order.shape, *self._w.shape[2:])
+        self._w = torch.gather(self._w[:, :self._n], 1, idx)
+        self._n = width
 
 
 class StepNoise:

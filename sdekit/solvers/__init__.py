@@ -7,4 +7,7 @@ whether it is stochastic. See :mod:`sdekit.solvers.base` for the rules of writin
 from . import ancestral, euler_maruyama, langevin, pc, reverse_diffusion, runge_kutta  # noqa: F401  (registration)
 from .base import Corrector, Solver, SolverInfo, available, register, resolve, resolve_corrector, spare
 
+# isort: split
+from . import ode_adaptive, sde_adaptive, srk, torchdiffeq_solver  # noqa: F401, E402  (registration)
+
 __all__ = ["Solver", "Corrector", "SolverInfo", "available", "register", "resolve", "resolve_corrector", "spare"]
