@@ -10,7 +10,15 @@ Quick start::
 """
 
 from . import distributed, grids, guidance, kernels, metrics, noise, score, seeding, solvers, testing
-from .integrate import NonFiniteError, SamplingError, Solution, StepInfo, integrate
+from .integrate import (
+    MaxStepsError,
+    NonFiniteError,
+    SamplingError,
+    Solution,
+    StepInfo,
+    StepSizeUnderflowError,
+    integrate,
+)
 from .likelihood import LikelihoodResult, decode, encode, likelihood
 from .process import DriftDiffusion, ReverseProcess, ScoreError
 from .sampling import sample, solve, steps_for_nfe
@@ -21,7 +29,8 @@ __version__ = "0.1.0"
 __all__ = [
     "sample", "solve", "integrate", "steps_for_nfe", "Solution", "StepInfo",
     "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE",
-    "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError",
+    "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError", "MaxStepsError",
+    "StepSizeUnderflowError",
     "likelihood", "encode", "decode", "LikelihoodResult",
     "grids", "guidance", "kernels", "metrics", "noise", "score", "solvers", "testing", "seeding", "distributed",
     "__version__",
