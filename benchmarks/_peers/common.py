@@ -1,0 +1,215 @@
+"""Shared pieces of the peer benchmark: problems, the counted/timed oracle, run specifications, metrics.
+
+Every library is driven through the interface it natively consumes (a score, a Karras
+denoiser ``D(x, sigma)``, or a DDPM ``eps(x, timestep)``). Each of those interfaces is one
+counted call of :class:`Oracle`, which also accumulates the wall time spent inside it, so
+that ``wall - time_in_model`` is the library's own overhead.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import torch
+from torch import Tensor
+
+import sdekit
+from sdekit.metrics import frechet_to_moments, moments, sliced_wasserstein
+from sdekit.testing import GaussianMixture
+
+__all__ = ["Problem", "Oracle", "RunSpec", "make_problem", "steps_for", "CachedFrechet"]
+
+
+class FastMixtureScore:
+    """The exact score of a diagonal :class:`GaussianMixture` with matmuls (same math as ``mix.score``).
+
+    When every sample shares one time (all fixed-grid samplers), the per-component
+    quadratic forms become ``(B, d) @ (d, K)`` products; otherwise it falls back to
+    ``mix.score``. Float64 inside, returned in ``x``'s dtype.
+    """
+
+    def __init__(self, mix: GaussianMixture, sde: sdekit.SDE) -> None:
+        self.mix, self.sde = mix, sde
+        self.mu = mix.means.reshape(mix.means.shape[0], -1)
+        self.var0 = mix.stds.reshape(mix.stds.shape[0], -1) ** 2
+        self.logw = torch.log(mix.weights)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        t = t.reshape(-1)
+        if t.numel() > 1 and not bool((t == t[0]).all()):
+            return self.mix.score(x, t.expand(x.shape[0]), self.sde)
+        t0 = t[:1].to(torch.float64)
+        a, s = float(self.sde.alpha(t0)), float(self.sde.sigma(t0))
+        xf = x.reshape(x.shape[0], -1).to(torch.float64)
+        v = a * a * self.var0 + s * s                     # (K, d)
+        inv = 1.0 / v
+        mi = self.mu * inv                                # (K, d)
+        const = self.logw - 0.5 * (a * a * (self.mu * mi).sum(1) + torch.log(2 * math.pi * v).sum(1))
+        logits = const - 0.5 * ((xf * xf) @ inv.T) + a * (xf @ mi.T)
+        r = torch.softmax(logits, 1)
+        out = a * (r @ mi) - xf * (r @ inv)
+        return out.reshape(x.shape).to(x.dtype)
+
+
+class CachedFrechet:
+    """``sdekit.metrics.frechet_to_moments`` with the exact covariance's square root computed once.
+
+    Same formula; for 3072-D problems it halves the cost of every evaluation.
+    """
+
+    def __init__(self, mean: Tensor, cov: Tensor) -> None:
+        self.mean, self.cov = mean.to(torch.float64), cov.to(torch.float64)
+        w, v = torch.linalg.eigh(self.cov)
+        self.sqrt_cov = (v * torch.sqrt(torch.clamp(w, min=0.0))) @ v.T
+        self.tr_cov = float(torch.trace(self.cov))
+
+    def __call__(self, x: Tensor) -> float:
+        if x.shape[-1] <= 256:
+            return frechet_to_moments(x, self.mean, self.cov)
+        m1, c1 = moments(x)
+        cross = torch.linalg.eigvalsh(self.sqrt_cov @ c1 @ self.sqrt_cov)
+        fd = ((m1 - self.mean) ** 2).sum() + torch.trace(c1) + self.tr_cov - 2 * torch.sqrt(cross.clamp(min=0)).sum()
+        return float(fd.clamp(min=0.0))
+
+
+@dataclass
+class Problem:
+    """One exact benchmark problem: a Gaussian mixture, a forward SDE, a batch size and a seed."""
+
+    name: str
+    dim: int
+    sde_name: str
+    sde: sdekit.SDE
+    mix: GaussianMixture
+    samples: int
+    seed: int
+    fd: CachedFrechet
+    reference: Tensor                  # exact samples for sliced W2
+    floor_fd: float = float("nan")     # mean FD of exact sample sets of the same size
+    floor_sw: float = float("nan")     # sliced W2 between two exact sample sets
+    score: Callable[[Tensor, Tensor], Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
+
+    def x_T(self, seed: int | None = None) -> Tensor:
+        g = torch.Generator().manual_seed(self.seed if seed is None else seed)
+        return self.sde.prior_sample((self.samples, self.dim), generator=g, dtype=torch.float32)
+
+    def t_of_log_snr(self, lam: Tensor) -> Tensor:
+        return self.sde.t_from_log_snr(lam.to(torch.float64))
+
+    def log_snr_range(self) -> tuple[float, float]:
+        """``(lambda(T), lambda(eps))``."""
+        ends = self.sde.log_snr(torch.tensor([self.sde.T, self.sde.eps], dtype=torch.float64))
+        return float(ends[0]), float(ends[1])
+
+
+def make_problem(dim: int, sde_name: str, samples: int, *, seed: int = 0, floor_repeats: int = 3) -> Problem:
+    """The benchmark problem ``{dim}d-{vp|ve}``: ``GaussianMixture.random(dim)`` (seed 0) under a default SDE."""
+    if sde_name == "vp":
+        sde: sdekit.SDE = sdekit.VPSDE()
+    elif sde_name == "ve":
+        sde = sdekit.VESDE()
+    else:
+        raise ValueError(f"sde must be 'vp' or 've', got {sde_name!r}")
+    mix = GaussianMixture.random(dim, generator=torch.Generator().manual_seed(0))
+    fd = CachedFrechet(mix.mean(), mix.cov())
+    g = torch.Generator().manual_seed(10_000 + seed)
+    ref = mix.sample(samples, generator=g)
+    p = Problem(f"{dim}d-{sde_name}", dim, sde_name, sde, mix, samples, seed, fd, ref)
+    fds, sws = [], []
+    for _ in range(floor_repeats):  # the floor is an average over independent exact sample sets
+        other = mix.sample(samples, generator=g)
+        fds.append(fd(other))
+        sws.append(sliced_wasserstein(other, ref))
+    p.floor_fd, p.floor_sw = sum(fds) / len(fds), sum(sws) / len(sws)
+    p.score = FastMixtureScore(mix, sde)
+    return p
+
+
+class Oracle:
+    """Counted, timed access to the exact model of a :class:`Problem` in each library's convention.
+
+    ``nfe`` counts calls of any of the interfaces; ``time_in`` is the wall time spent inside them.
+    """
+
+    def __init__(self, problem: Problem) -> None:
+        self.p = problem
+        self.nfe = 0
+        self.time_in = 0.0
+
+    def _t(self, x: Tensor, t: Tensor | float) -> Tensor:
+        t = torch.as_tensor(t, dtype=torch.float64).reshape(-1)
+        return t.expand(x.shape[0]) if t.numel() == 1 else t
+
+    def score(self, x: Tensor, t: Tensor | float) -> Tensor:
+        """Exact score at forward time ``t`` (scalar or ``(batch,)``)."""
+        t0 = time.perf_counter()
+        self.nfe += 1
+        out = self.p.score(x, self._t(x, t))
+        self.time_in += time.perf_counter() - t0
+        return out
+
+    def denoiser(self, x_tilde: Tensor, sigma_tilde: Tensor | float) -> Tensor:
+        """Karras/k-diffusion denoiser in ``x_tilde = x/alpha`` space, ``sigma_tilde = sigma/alpha``."""
+        t0 = time.perf_counter()
+        self.nfe += 1
+        st = torch.as_tensor(sigma_tilde, dtype=torch.float64).reshape(-1)
+        if st.numel() > 1 and bool((st == st[0]).all()):
+            st = st[:1]
+        t = self.p.t_of_log_snr(-torch.log(st))
+        a, s = self.p.sde.alpha(t), self.p.sde.sigma(t)
+        if t.numel() == 1:
+            a_, s_ = float(a), float(s)
+            x = x_tilde * a_
+            out = (x + (s_ * s_) * self.p.score(x, t.expand(x.shape[0]))) / a_
+        else:
+            shp = (-1,) + (1,) * (x_tilde.ndim - 1)
+            a_, s_ = a.to(x_tilde.dtype).reshape(shp), s.to(x_tilde.dtype).reshape(shp)
+            x = x_tilde * a_
+            out = (x + s_ * s_ * self.p.score(x, t)) / a_
+        self.time_in += time.perf_counter() - t0
+        return out
+
+    def eps(self, x_vp: Tensor, log_snr: float) -> Tensor:
+        """DDPM epsilon at half log-SNR ``log_snr`` in the variance-preserving scaling.
+
+        ``x_vp = x / sqrt(alpha^2 + sigma^2)`` (``= x`` for VP); ``eps = -sigma * score``.
+        """
+        t0 = time.perf_counter()
+        self.nfe += 1
+        t = self.p.t_of_log_snr(torch.tensor([log_snr], dtype=torch.float64))
+        a, s = float(self.p.sde.alpha(t)), float(self.p.sde.sigma(t))
+        c = math.hypot(a, s)
+        out = -s * self.p.score(x_vp * c, t.expand(x_vp.shape[0]))
+        self.time_in += time.perf_counter() - t0
+        return out
+
+
+@dataclass
+class RunSpec:
+    """One sampler configuration of one library.
+
+    ``run(oracle, x_T, seed)`` returns samples in the data space; ``budget`` is the NFE budget it
+    was sized for (``None`` for tolerance-driven adaptive runs).
+    """
+
+    library: str
+    method: str
+    setting: str
+    budget: int | None
+    run: Callable[[Oracle, Tensor, int], Tensor]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def steps_for(budget: int, nfe_per_step: int, extra: int = 0) -> int:
+    """Largest step count ``n`` with ``n * nfe_per_step + extra <= budget`` (at least 1)."""
+    return max(1, (budget - extra) // nfe_per_step)
+
+
+def tweedie(oracle: Oracle, x: Tensor, t: float) -> Tensor:
+    """Final denoising ``(x + sigma^2 s) / alpha`` at forward time ``t`` (one counted NFE)."""
+    tt = torch.tensor([t], dtype=torch.float64)
+    a, s = float(oracle.p.sde.alpha(tt)), float(oracle.p.sde.sigma(tt))
+    return (x + (s * s) * oracle.score(x, tt)) / a

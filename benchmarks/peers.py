@@ -1,0 +1,275 @@
+"""sdekit against the peer libraries on exact Gaussian-mixture problems.
+
+Every library samples the same target (``GaussianMixture.random(d)`` under a VP or VE SDE)
+from the same prior draw ``x_T``, driven by the exact model in the form it consumes (score,
+Karras denoiser, or DDPM epsilon on its discrete schedule). For each run we record the
+counted NFE, wall time, time inside the model, Fréchet distance to the exact distribution
+(exact mean and covariance) and sliced W2 to an exact sample set of the same size. A run
+belongs to NFE bucket ``b`` = the smallest budget ``>= its counted NFE``.
+
+Outputs (``--out``, default ``benchmarks/results``): ``peers{-tag}.json`` (every run),
+``peers{-tag}.md`` (best FD per library per bucket per problem, the exact-sample floor, and the
+overhead table) and ``peers{-tag}_{problem}.png`` (log-log FD against NFE).
+
+Examples::
+
+    PYTHONPATH=. python benchmarks/peers.py --quick
+    PYTHONPATH=. python benchmarks/peers.py --problems 2d-vp,2d-ve,64d-vp,64d-ve --samples 10000
+    PYTHONPATH=. python benchmarks/peers.py --problems 3072d-vp:1000 --nfe 10,20,50 --tag 3072
+
+Peers are optional: ``pip install k-diffusion --no-deps``, ``pip install diffusers`` (torchsde,
+torchdiffeq and scipy are sdekit's own test dependencies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from typing import Any
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `benchmarks._peers` importable
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._peers import MODULES  # noqa: E402
+from benchmarks._peers.common import Oracle, Problem, RunSpec, make_problem  # noqa: E402
+from sdekit.metrics import sliced_wasserstein  # noqa: E402
+
+DEFAULT_NFE = [10, 20, 50, 100, 200, 500, 1000]
+DEFAULT_TOLS = [1e-2, 1e-3, 1e-4, 1e-5]
+
+
+def parse_problems(text: str, samples: int) -> list[tuple[int, str, int]]:
+    """``"2d-vp,64d-ve:5000"`` -> ``[(2, "vp", samples), (64, "ve", 5000)]``."""
+    out = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, _, n = item.partition(":")
+        dim, _, sde = name.partition("d-")
+        if not dim.isdigit() or sde not in ("vp", "ve"):
+            raise ValueError(f"--problems items look like '64d-vp' or '3072d-ve:2000', got {item!r}")
+        out.append((int(dim), sde, int(n) if n else samples))
+    if not out:
+        raise ValueError("--problems is empty")
+    return out
+
+
+def bucket_of(nfe: int, budgets: list[int]) -> int | None:
+    """The smallest budget that the run fits in (``None`` if it fits in none)."""
+    fits = [b for b in sorted(budgets) if nfe <= b]
+    return fits[0] if fits else None
+
+
+def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *, metrics: bool = True) -> dict:
+    """Run one spec; never raises (errors are recorded)."""
+    oracle = Oracle(p)
+    rec: dict[str, Any] = {"problem": p.name, "library": spec.library, "method": spec.method,
+                           "setting": spec.setting, "budget": spec.budget}
+    t0 = time.perf_counter()
+    try:
+        with torch.no_grad():
+            x = spec.run(oracle, x_T, p.seed)
+        err = None
+    except Exception as e:  # noqa: BLE001 - a failing peer is a result, not a crash
+        x, err = None, f"{type(e).__name__}: {str(e)[:200]}"
+    wall = time.perf_counter() - t0
+    rec.update(nfe=oracle.nfe, wall_s=wall, model_s=oracle.time_in,
+               overhead_ms_per_nfe=1e3 * (wall - oracle.time_in) / max(oracle.nfe, 1),
+               bucket=bucket_of(oracle.nfe, budgets), error=err)
+    finite = x is not None and bool(torch.isfinite(x).all())
+    rec["finite"] = finite
+    if x is not None and not finite and err is None:
+        rec["error"] = "non-finite samples"
+    if metrics and finite:
+        x = x.reshape(x.shape[0], -1)
+        rec["fd"] = p.fd(x)
+        rec["sw2"] = sliced_wasserstein(x, p.reference)
+    else:
+        rec["fd"] = rec["sw2"] = float("nan")
+    return rec
+
+
+def best_table(records: list[dict], problem: Problem, budgets: list[int], libraries: list[str]) -> str:
+    rows = [r for r in records if r["problem"] == problem.name and r["bucket"] is not None
+            and math.isfinite(r["fd"])]
+    libs = [lib for lib in libraries if any(r["library"] == lib for r in rows)]
+    lines = [f"### {problem.name} ({problem.samples} samples; exact-sample floor FD = {problem.floor_fd:.4g}, "
+             f"sliced W2 floor = {problem.floor_sw:.4g})", "",
+             "| NFE ≤ | " + " | ".join(libs) + " | sdekit / best peer |",
+             "|---:|" + "---|" * len(libs) + "---:|"]
+    for b in sorted(budgets):
+        cells, best = [], {}
+        for lib in libs:
+            cand = [r for r in rows if r["library"] == lib and r["bucket"] == b]
+            if not cand:
+                cells.append("—")
+                continue
+            r = min(cand, key=lambda r: r["fd"])
+            best[lib] = r["fd"]
+            cells.append(f"{r['fd']:.4g} ({r['method']}, {r['setting']}, {r['nfe']})")
+        peers = [v for k, v in best.items() if k != "sdekit"]
+        ratio = f"{best['sdekit'] / min(peers):.3g}" if "sdekit" in best and peers and min(peers) > 0 else "—"
+        lines.append(f"| {b} | " + " | ".join(cells) + f" | {ratio} |")
+    nonfinite = sorted({f"{r['library']} {r['method']} ({r['setting']})" for r in records
+                        if r["problem"] == problem.name and not r["finite"] and r.get("error")})
+    if nonfinite:
+        lines += ["", "Runs that failed or returned NaN/Inf: " + "; ".join(nonfinite)]
+    return "\n".join(lines)
+
+
+def overhead_table(records: list[dict]) -> str:
+    lines = ["| library | method | setting | NFE | wall (s) | in model (s) | overhead (ms / NFE) |",
+             "|---|---|---|---:|---:|---:|---:|"]
+    for r in sorted(records, key=lambda r: (r["library"], r["overhead_ms_per_nfe"])):
+        lines.append(f"| {r['library']} | {r['method']} | {r['setting']} | {r['nfe']} | {r['wall_s']:.3f} | "
+                     f"{r['model_s']:.3f} | {r['overhead_ms_per_nfe']:.3f} |")
+    cheapest = {}
+    for r in records:
+        if r["error"] is None:
+            lib = r["library"]
+            cheapest[lib] = min(cheapest.get(lib, float("inf")), r["overhead_ms_per_nfe"])
+    lines += ["", "Cheapest per library (ms / NFE): " + ", ".join(f"{k} {v:.3f}" for k, v in
+                                                                   sorted(cheapest.items(), key=lambda kv: kv[1]))]
+    return "\n".join(lines)
+
+
+def plot(records: list[dict], problem: Problem, budgets: list[int], path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    rows = [r for r in records if r["problem"] == problem.name and math.isfinite(r["fd"]) and r["fd"] > 0]
+    for lib in dict.fromkeys(r["library"] for r in rows):
+        mine = [r for r in rows if r["library"] == lib]
+        pts = ax.scatter([r["nfe"] for r in mine], [r["fd"] for r in mine], s=6, alpha=0.25)
+        env = []
+        for b in sorted(budgets):
+            c = [r["fd"] for r in mine if r["bucket"] == b]
+            if c:
+                env.append((b, min(c)))
+        if env:
+            ax.plot(*zip(*env), "-o", ms=4, color=pts.get_facecolor()[0][:3], label=lib,
+                    lw=2.5 if lib == "sdekit" else 1.2)
+    ax.axhline(problem.floor_fd, ls="--", color="k", lw=1, label="exact samples")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("NFE (counted)")
+    ax.set_ylabel("Fréchet distance to the exact distribution")
+    ax.set_title(f"{problem.name}, {problem.samples} samples (lines: best per NFE bucket)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--problems", default=None,
+                    help="comma list of {dim}d-{vp|ve}[:samples], e.g. 2d-vp,3072d-ve:1000 "
+                         "(default 2d-vp,2d-ve,64d-vp,64d-ve)")
+    ap.add_argument("--nfe", default=None, help="NFE budgets (comma list; default 10,20,50,100,200,500,1000)")
+    ap.add_argument("--samples", type=int, default=None,
+                    help="samples per problem unless given per problem (default 10000)")
+    ap.add_argument("--tolerances", default=",".join(map(str, DEFAULT_TOLS)), help="rtol=atol of adaptive runs")
+    ap.add_argument("--libraries", default=",".join(MODULES), help="subset of " + ",".join(MODULES))
+    ap.add_argument("--solvers", default=None, help="restrict sdekit to these solver names (comma list)")
+    ap.add_argument("--overhead", action=argparse.BooleanOptionalAction, default=True,
+                    help="measure solver overhead per NFE on a 10,000x64 float32 state")
+    ap.add_argument("--overhead-samples", type=int, default=10_000)
+    ap.add_argument("--quick", action="store_true", help="tiny smoke-test run (2-D, 400 samples, NFE 10,20)")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP thrash on a shared box)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tag", default="", help="suffix of the output file names")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args(argv)
+
+    if args.quick:  # tiny defaults; anything given explicitly still wins
+        args.problems, args.samples = args.problems or "2d-vp,2d-ve", args.samples or 400
+        args.nfe, args.tolerances = args.nfe or "10,20", "1e-2"
+        args.overhead_samples, args.tag = 400, args.tag or "quick"
+    args.problems = args.problems or "2d-vp,2d-ve,64d-vp,64d-ve"
+    args.samples = args.samples or 10_000
+    args.nfe = args.nfe or ",".join(map(str, DEFAULT_NFE))
+    torch.set_num_threads(args.threads)
+    budgets = sorted({int(b) for b in args.nfe.split(",") if b.strip()})
+    if not budgets or min(budgets) < 1:
+        raise ValueError(f"--nfe must list positive budgets, got {args.nfe!r}")
+    tols = [float(t) for t in args.tolerances.split(",") if t.strip()]
+    wanted = [s.strip() for s in args.libraries.split(",") if s.strip()]
+    bad = [w for w in wanted if w not in MODULES]
+    if bad:
+        raise ValueError(f"unknown libraries {bad}; valid: {', '.join(MODULES)}")
+    libs = [lib for lib in wanted if MODULES[lib].available()]
+    skipped = [lib for lib in wanted if lib not in libs]
+    if skipped:
+        print(f"[peers] not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
+    solvers = args.solvers.split(",") if args.solvers else None
+    os.makedirs(args.out, exist_ok=True)
+    stem = os.path.join(args.out, "peers" + (f"-{args.tag}" if args.tag else ""))
+
+    records: list[dict] = []
+    problems: list[Problem] = []
+    t_start = time.perf_counter()
+    for dim, sde_name, n in parse_problems(args.problems, args.samples):
+        p = make_problem(dim, sde_name, n, seed=args.seed)
+        problems.append(p)
+        x_T = p.x_T()
+        print(f"[peers] {p.name}: {n} samples, floor FD {p.floor_fd:.4g}", file=sys.stderr)
+        for lib in libs:
+            mod = MODULES[lib]
+            kw: dict[str, Any] = {"tolerances": tols}
+            if lib == "sdekit":
+                kw["solvers"] = solvers
+            for spec in mod.specs(p, budgets, **kw):
+                rec = execute(spec, p, x_T, budgets)
+                records.append(rec)
+                print(f"[peers] {p.name} {lib:<12} {spec.method:<22} {spec.setting:<40} nfe={rec['nfe']:<5} "
+                      f"fd={rec['fd']:.4g} wall={rec['wall_s']:.2f}s{'  ' + rec['error'] if rec['error'] else ''}",
+                      file=sys.stderr, flush=True)
+
+    overhead: list[dict] = []
+    if args.overhead:
+        p = make_problem(64, "vp", args.overhead_samples, seed=args.seed)
+        x_T = p.x_T()
+        for lib in libs:
+            for spec in MODULES[lib].overhead_specs(p, 100 if not args.quick else 10):
+                runs = [execute(spec, p, x_T, budgets, metrics=False) for _ in range(2)]
+                best = min(runs, key=lambda r: r["overhead_ms_per_nfe"])
+                overhead.append(best)
+                print(f"[peers] overhead {lib:<12} {spec.method:<20} {best['overhead_ms_per_nfe']:.3f} ms/NFE",
+                      file=sys.stderr, flush=True)
+
+    meta = {"argv": sys.argv[1:] if argv is None else argv, "budgets": budgets, "tolerances": tols,
+            "libraries": libs, "skipped": skipped, "threads": args.threads, "torch": torch.__version__,
+            "elapsed_s": time.perf_counter() - t_start,
+            "problems": [{"name": p.name, "dim": p.dim, "sde": repr(p.sde), "samples": p.samples,
+                          "floor_fd": p.floor_fd, "floor_sw2": p.floor_sw} for p in problems]}
+    result = {"meta": meta, "runs": records, "overhead": overhead}
+    with open(stem + ".json", "w") as fh:
+        json.dump(result, fh, indent=1)
+    md = ["# sdekit vs peers: best Fréchet distance per library per NFE bucket", "",
+          "Cell: best FD (method, setting, counted NFE) among runs with counted NFE ≤ the bucket and > the "
+          "previous bucket. Wall-clock numbers were measured on a shared 2-core CPU box (contended).", ""]
+    for p in problems:
+        md += [best_table(records, p, budgets, libs), ""]
+        plot(records, p, budgets, f"{stem}_{p.name}.png")
+    if overhead:
+        md += [f"## Solver overhead per NFE (wall minus time in the model), {args.overhead_samples}x64 float32, "
+               "VP, ~100 NFE", "", overhead_table(overhead), ""]
+    with open(stem + ".md", "w") as fh:
+        fh.write("\n".join(md))
+    print("\n".join(md))
+    return result
+
+
+if __name__ == "__main__":
+    main()
