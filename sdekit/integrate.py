@@ -104,6 +104,12 @@ def _defer_on(device: torch.device) -> bool:
     return device.type == "cuda"
 
 
+def _all_finite(x: Tensor) -> bool:
+    """Whether every entry of ``x`` is finite: one reduction pass (a NaN/Inf anywhere makes the sum
+    non-finite), confirmed entry by entry only when the sum is not finite (it may just overflow)."""
+    return bool(torch.isfinite(x.sum())) or bool(torch.isfinite(x).all())
+
+
 class _FiniteGuard:
     """The NaN/Inf guard of the fixed-step loop.
 
@@ -126,7 +132,7 @@ class _FiniteGuard:
         if not self.enabled:
             return
         if not self.deferred:
-            if not bool(torch.isfinite(x).all()):
+            if not _all_finite(x):
                 raise NonFiniteError(i + 1, float(self.grid[i + 1]), x_prev.clone(), self.solver)
             return
         self.flags[i].copy_(torch.isfinite(x).all())

@@ -88,10 +88,22 @@ class ExplicitRK(Solver):
     tableau: Tableau = EULER
 
     def step(self, process, t0, t1, x, state, noise):
+        # Stage derivatives stay as coefficient/tensor pairs (``process.drift_terms``), so no drift
+        # is materialised: each stage state and the update is one fused ``lincomb``.
         h = t1 - t0
-        ks = rk_stages(self.tableau, process, t0, h, x, state)
-        out = lincomb(x, 1.0, [(h * b, k) for b, k in zip(self.tableau.b, ks) if b != 0.0], out=spare(state, x))
-        return out, state, None
+        tab = self.tableau
+        stages: list[list] = []
+        for i, (row, ci) in enumerate(zip(tab.A, tab.c)):
+            xi = x
+            if i > 0:
+                buf = state.get(f"stage{i}")
+                if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+                    buf = state[f"stage{i}"] = x.new_empty(x.shape)
+                xi = lincomb(x, 1.0, [(h * a * c, v) for a, ts in zip(row, stages) if a != 0.0 for c, v in ts],
+                             out=buf)
+            stages.append(process.drift_terms(xi, t0 + ci * h))
+        terms = [(h * b * c, v) for b, ts in zip(tab.b, stages) if b != 0.0 for c, v in ts]
+        return lincomb(x, 1.0, terms, out=spare(state, x)), state, None
 
 
 @register
