@@ -11,7 +11,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     demo = sub.add_parser("demo", help="sample built-in Gaussian-mixture problems with every solver")
     demo.add_argument("--out", default="sdekit-demo", help="folder for the table and plot (default: sdekit-demo)")
-    demo.add_argument("--nfe", type=int, nargs="+", default=[20, 50, 200], help="NFE budgets")
+    demo.add_argument("--nfe", type=int, nargs="+", default=[10, 30, 100], help="NFE budgets")
     demo.add_argument("--samples", type=int, default=5000, help="samples per run")
     demo.add_argument("--solvers", nargs="+", default=None, help="solver names (default: all)")
     sub.add_parser("solvers", help="list the registered solvers")

@@ -126,15 +126,19 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path | None:
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        import matplotlib.ticker
     except ImportError:
         return None
     probs = list(dict.fromkeys(r.problem for r in rows))
     fig, axes = plt.subplots(1, len(probs), figsize=(5.5 * len(probs), 4.5), squeeze=False)
     for ax, p in zip(axes[0], probs):
         sub = [r for r in rows if r.problem == p]
-        for name in dict.fromkeys(r.solver for r in sub):
+        names = list(dict.fromkeys(r.solver for r in sub))
+        for j, name in enumerate(names):
             pts = sorted((r.nfe, r.fd) for r in sub if r.solver == name)
-            ax.plot([a for a, _ in pts], [b for _, b in pts], marker="o", ms=3, label=name)
+            ax.plot([a for a, _ in pts], [b for _, b in pts], marker="os^vD"[j % 5], ms=3.5, label=name,
+                    color=plt.cm.tab20(j % 20), ls="-" if j < 20 else "--")
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.axhline(sub[0].floor, color="k", ls="--", lw=1, label="exact-sample floor")
         ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)", ylabel="Fréchet distance", title=p)
         ax.grid(True, which="both", alpha=0.3)
@@ -160,7 +164,7 @@ def write(rows: Sequence[Row], out: str | Path, stem: str) -> list[Path]:
     return paths
 
 
-def main(out: str = "sdekit-demo", budgets: Sequence[int] = (20, 50, 200), samples: int = 5000,
+def main(out: str = "sdekit-demo", budgets: Sequence[int] = (10, 30, 100), samples: int = 5000,
          solvers: Sequence[str] | None = None) -> list[Row]:
     """The demo: 2-D and 64-D mixtures under the VP SDE, every solver, a few NFE budgets."""
     torch.set_num_threads(1)
