@@ -107,6 +107,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
     saves = _save_indices(save_at, grid)
     saved: dict[int, Tensor] = {0: x.clone()} if 0 in saves else {}
     state = solver.init(process, x, ts[0].expand(b))
+    state.setdefault("grid", ts)  # the whole fixed grid, for solvers that plan ahead (lower-order final steps)
     bar = None
     if progress:
         from tqdm.auto import tqdm
