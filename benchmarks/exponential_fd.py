@@ -20,17 +20,17 @@ import sdekit
 from sdekit.metrics import frechet_to_moments
 from sdekit.testing import GaussianMixture
 
-CONFIGS = {  # name -> (solver, options, schedule, denoise)
+CONFIGS = {  # name -> (solver, options, schedule (None: the solver's default), denoise)
     "ddim": ("ddim", {}, "logsnr", False),
     "dpmpp_2s": ("dpmpp_2s", {}, "logsnr", False),
-    "dpmpp_2m": ("dpmpp_2m", {}, "logsnr", False),
-    "dpmpp_3m": ("dpmpp_3m", {}, "logsnr", False),
-    "unipc_bh2": ("unipc", {"variant": "bh2"}, "logsnr", False),
-    "unipc_bh1": ("unipc", {"variant": "bh1"}, "logsnr", False),
-    "unipc3_bh2": ("unipc", {"predictor_order": 3}, "logsnr", False),
+    "dpmpp_2m": ("dpmpp_2m", {}, None, False),
+    "dpmpp_3m": ("dpmpp_3m", {}, None, False),
+    "unipc_bh2": ("unipc", {"variant": "bh2"}, None, False),
+    "unipc_bh1": ("unipc", {"variant": "bh1"}, None, False),
+    "unipc3_bh2": ("unipc", {"predictor_order": 3}, None, False),
     "edm_heun": ("edm_heun", {}, "karras", False),
-    "dpmpp_2m_sde": ("dpmpp_2m_sde", {}, "logsnr", False),
-    "dpmpp_3m_sde": ("dpmpp_3m_sde", {}, "logsnr", False),
+    "dpmpp_2m_sde": ("dpmpp_2m_sde", {}, None, False),
+    "dpmpp_3m_sde": ("dpmpp_3m_sde", {}, None, False),
 }
 
 
@@ -62,7 +62,7 @@ def main() -> None:
         sde = sdes[sname]
         for cname in args.solvers:
             solver, opts, sched, den = CONFIGS[cname]
-            sched = args.schedule or sched
+            sched = args.schedule or sched or sdekit.solvers.resolve(solver, **opts).default_schedule
             grid = sched
             if args.p is not None:
                 sched, grid = f"p{args.p:+.2f}", functools.partial(sdekit.grids.snr_power, p=args.p)

@@ -212,3 +212,12 @@ def test_bad_options_raise_clear_errors():
     with pytest.raises(ValueError, match="grid"):
         s.step(proc, t0, t1, x, s.init(proc, x, t0), sdekit.noise.StepNoise(GaussianNoise(), t0, t1, x))
     _ = integrate  # the driver is what provides the grid
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "ve", "cosine"])
+def test_snr_power_grid_spans_logsnr_and_karras(sde_name):
+    sde = SDES[sde_name]
+    assert torch.allclose(sdekit.grids.snr_power(sde, 12, p=1e-9), sdekit.grids.logsnr(sde, 12), atol=1e-6)
+    assert torch.allclose(sdekit.grids.snr_power(sde, 12, p=-1 / 7), sdekit.grids.karras(sde, 12), atol=1e-9)
+    lam = sde.log_snr(sdekit.grids.snr_power(sde, 12, p=0.15))
+    assert torch.allclose(torch.diff(torch.exp(0.15 * lam)), torch.diff(torch.exp(0.15 * lam))[:1], rtol=1e-6)

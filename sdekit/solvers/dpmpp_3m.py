@@ -24,6 +24,7 @@ class DPMPP3M(ExponentialMultistep):
     stochastic = False
     lam = 0.0
     max_order = 3
+    default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
 
     def __init__(self, *, lower_order_final: bool = True) -> None:
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)

@@ -46,8 +46,8 @@ class UniPC(Solver):
     lam = 0.0
     nfe_per_step = 1
     needs_sde = True
-    default_schedule = "logsnr"
     default_steps = 20
+    default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
 
     def __init__(self, *, predictor_order: int = 2, variant: str = "bh2", corrector: bool = True,
                  lower_order_final: bool = True) -> None:
