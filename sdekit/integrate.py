@@ -289,6 +289,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
     saves = _save_indices(save_at, grid)
     saved: dict[int, Tensor] = {0: x.clone()} if 0 in saves else {}
     state = solver.init(process, x, ts[0].expand(b))
+    state.setdefault("grid", ts)  # the whole fixed grid, for solvers that plan ahead (lower-order final steps)
     # adaptive solvers with a controller step under it; others (torchdiffeq) take one step per interval
     run = _AdaptiveRun(solver, grid, x, noise, state) if solver.adaptive and hasattr(solver, "controller") else None
     if run is not None:

@@ -4,7 +4,22 @@
 whether it is stochastic. See :mod:`sdekit.solvers.base` for the rules of writing one.
 """
 
-from . import ancestral, euler_maruyama, langevin, pc, reverse_diffusion, runge_kutta  # noqa: F401  (registration)
+from . import (  # noqa: F401  (registration)
+    ancestral,
+    ddim,
+    dpmpp_2m,
+    dpmpp_2m_sde,
+    dpmpp_2s,
+    dpmpp_3m,
+    dpmpp_3m_sde,
+    edm_heun,
+    euler_maruyama,
+    langevin,
+    pc,
+    reverse_diffusion,
+    runge_kutta,
+    unipc,
+)
 from .base import Corrector, Solver, SolverInfo, available, register, resolve, resolve_corrector, spare
 
 # isort: split

@@ -1,0 +1,190 @@
+"""Shared math of the exponential integrators in log-SNR time (DDIM, DPM-Solver++, UniPC, EDM).
+
+With ``lambda = ln(alpha/sigma)``, the data prediction ``D = (x + sigma^2 s)/alpha`` and the
+reverse family at noise level ``ell`` (``eta = ell^2``; 0 is the PF-ODE, 1 the reverse SDE),
+the exact solution over one step ``s -> t`` (``h = lambda_t - lambda_s > 0``) is::
+
+    x_t = (sigma_t/sigma_s) e^{-eta h} x_s
+          + alpha_t (1+eta) int_0^h e^{-(1+eta)(h-u)} D(lambda_s + u) du
+          + sigma_t sqrt(1 - e^{-2 eta h}) z
+
+(Lu et al. 2022, "DPM-Solver++", eq. (9) for eta=0 and the SDE-DPM-Solver++ of its App. B
+for eta=1). Replacing ``D`` by the polynomial through the points ``(lambda_j, D_j)`` and
+integrating it exactly gives weights ``w_j`` with ``alpha_t sum_j w_j D_j`` for the integral
+term. With ``r_j = (lambda_j - lambda_s)/h`` and ``c = 1 + eta`` they solve::
+
+    sum_j r_j^k w_j = phi_k(c h),   k = 0 .. n-1,
+    phi_k(z) = (k!/z^k) int_0^z e^{-(z-v)} v^k/k! dv,  phi_0 = 1 - e^{-z},  phi_k = 1 - k phi_{k-1}/z.
+
+Multistep methods take the points from the history (exponential Adams–Bashforth), UniPC's
+corrector adds the new point ``r = 1`` (Adams–Moulton), single-step methods use
+intermediate stages. Coefficients are computed in float64 on a ``(1,)`` slice when every
+sample shares its time (the usual fixed grid), per sample otherwise.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from .._utils import check_real
+from ..kernels import lincomb
+from .base import Solver, spare
+
+__all__ = ["check_bool", "log_snr", "coef_times", "phi", "weights", "data_prediction", "take_buffer", "push_history",
+           "order_cap", "ExponentialMultistep"]
+
+_SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
+_SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` after checking it is a bool (nothing is coerced)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def log_snr(sde: Any, t: Tensor) -> Tensor:
+    """``lambda(t) = ln(alpha/sigma)`` in float64."""
+    return sde.log_snr(t.to(torch.float64))
+
+
+def coef_times(*ts: Tensor) -> tuple[Tensor, ...]:
+    """The times to compute coefficients at: ``(1,)`` slices when every sample shares its time."""
+    if all(t.numel() == 1 or bool((t == t[0]).all()) for t in ts):
+        return tuple(t[:1] for t in ts)
+    return ts
+
+
+def phi(z: Tensor, n: int) -> list[Tensor]:
+    """``[phi_0(z), ..., phi_{n-1}(z)]`` (see the module docstring), float64, stable for small ``z``."""
+    z = z.to(torch.float64)
+    small = z.abs() < _SERIES_BELOW
+    any_small, all_small = bool(small.any()), bool(small.all())
+    zs = torch.where(small, torch.ones_like(z), z) if any_small else z
+    out, prev = [], None if all_small else -torch.expm1(-zs)
+    for k in range(n):
+        if not all_small and k > 0:
+            prev = 1.0 - k * prev / zs
+        if not any_small:
+            out.append(prev)
+            continue
+        # Taylor series phi_k(z) = k! sum_m (-1)^m z^{m+1} / (k+1+m)!, by Horner
+        coef = [(-1) ** m * math.factorial(k) / math.factorial(k + 1 + m) for m in range(_SERIES_TERMS)]
+        ser = torch.full_like(z, coef[-1])
+        for c in reversed(coef[:-1]):
+            ser = ser.mul_(z).add_(c)
+        ser = ser.mul_(z)
+        out.append(ser if all_small else torch.where(small, ser, prev))
+    return out
+
+
+def weights(r: list[Tensor], phis: list[Tensor]) -> list[Tensor]:
+    """Solve ``sum_j r_j^k w_j = phis[k]`` (``k < n = len(r)``) for the weights ``w_j``."""
+    n = len(r)
+    if n == 1:
+        return [phis[0]]
+    rr = torch.broadcast_tensors(*[ri.to(torch.float64) for ri in r], *phis)
+    rr, ph = rr[:n], rr[n:]
+    if n == 2:  # closed form, the common case
+        w1 = (ph[1] - rr[0] * ph[0]) / (rr[1] - rr[0])
+        return [ph[0] - w1, w1]
+    mat = torch.stack([torch.stack([rj ** k for rj in rr], -1) for k in range(n)], -2)
+    w = torch.linalg.solve(mat, torch.stack(ph, -1).unsqueeze(-1)).squeeze(-1)
+    return list(w.unbind(-1))
+
+
+def data_prediction(process: Any, x: Tensor, t: Tensor, tc: Tensor, out: Tensor) -> Tensor:
+    """Tweedie's ``D = (x + sigma^2 s)/alpha`` at ``t`` (one NFE), written into ``out``; ``tc`` = coef time."""
+    s = process.score(x, t)
+    tc64 = tc.to(torch.float64)
+    a, sg = process.sde.alpha(tc64), process.sde.sigma(tc64)
+    return lincomb(x, (1.0 / a).to(x.dtype), [((sg * sg / a).to(x.dtype), s)], out=out)
+
+
+def take_buffer(state: dict, x: Tensor) -> Tensor:
+    """A free history buffer like ``x`` (recycled from the value that last left the history)."""
+    buf = state.pop("free", None)
+    if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+        buf = x.new_empty(x.shape)
+    return buf
+
+
+def push_history(state: dict, hist: list[tuple[Tensor, Tensor]], keep: int) -> None:
+    """Store the newest ``keep`` ``(lambda, D)`` pairs; the buffer that drops out is recycled."""
+    if len(hist) > keep:
+        state["free"] = hist[keep][1]
+    state["hist"] = hist[:keep]
+
+
+def order_cap(state: dict, enabled: bool, below: int = 15) -> int:
+    """Lower-order final steps: on grids of fewer than ``below`` steps, the order is capped at
+    the number of steps left (1 on the last step, 2 on the one before), as in DPM-Solver++.
+
+    Needs the grid the driver stores in ``state["grid"]``; without it there is no cap.
+    """
+    grid = state.get("grid")
+    if not enabled or grid is None or grid.numel() - 1 >= below:
+        return 1 << 30
+    return max(1, grid.numel() - 1 - state.get("i", 0))
+
+
+class ExponentialMultistep(Solver):
+    """Base class: exponential Adams–Bashforth step in log-SNR time with data prediction.
+
+    Subclasses set ``max_order`` and a constructor that sets ``eta`` (the noise rate,
+    0 for the ODE) and ``lower_order_final``. One NFE per step; history in ``state``.
+    """
+
+    needs_sde = True
+    default_schedule = "logsnr"
+    default_steps = 20
+    nfe_per_step = 1
+    max_order: ClassVar[int] = 1
+    eta: float = 0.0
+    lower_order_final: bool = True
+
+    @staticmethod
+    def _check_eta(eta: Any) -> float:
+        eta = check_real("eta", eta, nonneg=True)
+        if eta > 1.0:
+            raise ValueError(f"eta must be in [0, 1] (eta = 0: probability-flow ODE, 1: reverse SDE), got {eta}")
+        return eta
+
+    def _set_eta(self, eta: Any) -> None:
+        self.eta = self._check_eta(eta)
+        self.lam = math.sqrt(self.eta)
+        self.stochastic = self.eta > 0
+
+    def noise_rate(self, h: Tensor) -> Tensor | float:
+        """The rate ``eta`` of the step (DDIM's ``eta`` maps to a step-dependent rate)."""
+        return self.eta
+
+    def init(self, process, x, t0):
+        return {"hist": [], "i": 0}
+
+    def step(self, process, t0, t1, x, state, noise):
+        sde = process.sde
+        c0, c1 = coef_times(t0, t1)
+        l0, l1 = log_snr(sde, c0), log_snr(sde, c1)
+        h = l1 - l0
+        d0 = data_prediction(process, x, t0, c0, take_buffer(state, x))
+        hist = [(l0, d0)] + state["hist"]
+        n = min(self.max_order, len(hist), order_cap(state, self.lower_order_final))
+        eta = self.noise_rate(h)
+        w = weights([(lj - l0) / h for lj, _ in hist[:n]], phi((1.0 + eta) * h, n))
+        c164 = c1.to(torch.float64)
+        a1, s1, s0 = sde.alpha(c164), sde.sigma(c164), sde.sigma(c0.to(torch.float64))
+        terms = [((a1 * wj).to(x.dtype), dj) for wj, (_, dj) in zip(w, hist)]
+        decay = s1 / s0
+        if self.stochastic:
+            decay = decay * torch.exp(-eta * h)
+            terms.append(((s1 * torch.sqrt(-torch.expm1(-2.0 * eta * h))).to(x.dtype), noise.z))
+        out = lincomb(x, decay.to(x.dtype), terms, out=spare(state, x))
+        push_history(state, hist, self.max_order - 1)
+        state["i"] += 1
+        return out, state, None
