@@ -30,7 +30,8 @@ from torch import Tensor
 
 from ..noise import StepNoise
 
-__all__ = ["Solver", "Corrector", "register", "resolve", "resolve_corrector", "available", "SolverInfo", "spare"]
+__all__ = ["Solver", "Corrector", "drift_terms", "register", "resolve", "resolve_corrector", "available", "SolverInfo",
+           "spare"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -46,6 +47,16 @@ def spare(state: dict, x: Tensor) -> Tensor:
         buf = x.new_empty(x.shape)
     state["spare"] = x
     return buf
+
+
+def drift_terms(process: Any, x: Tensor, t: Tensor) -> list:
+    """The drift of ``process`` at ``(x, t)`` as ``[(coef, tensor), ...]`` for :func:`sdekit.kernels.lincomb`.
+
+    Uses ``process.drift_terms`` when the process has it (the reverse process: no drift tensor is
+    materialised), else ``[(1.0, process.drift(x, t))]``.
+    """
+    fn = getattr(process, "drift_terms", None)
+    return fn(x, t) if fn is not None else [(1.0, process.drift(x, t))]
 
 
 class Solver:

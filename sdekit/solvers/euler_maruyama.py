@@ -10,7 +10,7 @@ noise level (``lam = 0``: Euler on the probability-flow ODE).
 from __future__ import annotations
 
 from ..kernels import lincomb
-from .base import Solver, register, spare
+from .base import Solver, drift_terms, register, spare
 
 
 @register
@@ -29,7 +29,7 @@ class EulerMaruyama(Solver):
 
     def step(self, process, t0, t1, x, state, noise):
         h = t1 - t0
-        terms = [(h * c, v) for c, v in process.drift_terms(x, t0)]
+        terms = [(h * c, v) for c, v in drift_terms(process, x, t0)]
         if self.stochastic:
             terms.append((process.diffusion(t0), noise.dW))
         return lincomb(x, 1.0, terms, out=spare(state, x)), state, None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import lincomb
-from .base import Solver, register, spare
+from .base import Solver, drift_terms, register, spare
 
 
 @dataclass(frozen=True)
@@ -101,7 +101,7 @@ class ExplicitRK(Solver):
                     buf = state[f"stage{i}"] = x.new_empty(x.shape)
                 xi = lincomb(x, 1.0, [(h * a * c, v) for a, ts in zip(row, stages) if a != 0.0 for c, v in ts],
                              out=buf)
-            stages.append(process.drift_terms(xi, t0 + ci * h))
+            stages.append(drift_terms(process, xi, t0 + ci * h))
         terms = [(h * b * c, v) for b, ts in zip(tab.b, stages) if b != 0.0 for c, v in ts]
         return lincomb(x, 1.0, terms, out=spare(state, x)), state, None
 
