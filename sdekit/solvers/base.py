@@ -30,8 +30,8 @@ from torch import Tensor
 
 from ..noise import StepNoise
 
-__all__ = ["Solver", "Corrector", "drift_terms", "register", "resolve", "resolve_corrector", "available", "SolverInfo",
-           "spare"]
+__all__ = ["Solver", "Corrector", "buffer", "drift_terms", "register", "resolve", "resolve_corrector", "available",
+           "SolverInfo", "spare"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -57,6 +57,14 @@ def drift_terms(process: Any, x: Tensor, t: Tensor) -> list:
     """
     fn = getattr(process, "drift_terms", None)
     return fn(x, t) if fn is not None else [(1.0, process.drift(x, t))]
+
+
+def buffer(state: dict, key: str, x: Tensor) -> Tensor:
+    """A scratch tensor like ``x`` kept in ``state[key]`` and reused by later steps."""
+    buf = state.get(key)
+    if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+        buf = state[key] = x.new_empty(x.shape)
+    return buf
 
 
 class Solver:

@@ -14,7 +14,7 @@ import torch
 from .._utils import check_real
 from ..kernels import lincomb
 from ._exponential import coef_times, data_prediction, log_snr, phi, weights
-from .base import Solver, register, spare
+from .base import Solver, buffer, register, spare
 
 
 @register
@@ -36,12 +36,6 @@ class DPMPP2S(Solver):
         if not 0.0 < self.r <= 1.0:
             raise ValueError(f"r (the stage position in log-SNR, as a fraction of the step) must be in (0, 1], got {r}")
 
-    def _buffer(self, state: dict, key: str, x: torch.Tensor) -> torch.Tensor:
-        buf = state.get(key)
-        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-            buf = state[key] = x.new_empty(x.shape)
-        return buf
-
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
         c0, c1 = coef_times(t0, t1)
@@ -52,10 +46,10 @@ class DPMPP2S(Solver):
         s0 = sde.sigma(c0.to(torch.float64))
         am, sm = sde.alpha(cm), sde.sigma(cm)
         a1, s1 = sde.alpha(c1.to(torch.float64)), sde.sigma(c1.to(torch.float64))
-        d0 = data_prediction(process, x, t0, c0, self._buffer(state, "d0", x))
+        d0 = data_prediction(process, x, t0, c0, buffer(state, "d0", x))
         (p0,) = phi(self.r * h, 1)
-        xm = lincomb(x, (sm / s0).to(x.dtype), [((am * p0).to(x.dtype), d0)], out=self._buffer(state, "xm", x))
-        dm = data_prediction(process, xm, tm, cm, self._buffer(state, "dm", x))
+        xm = lincomb(x, (sm / s0).to(x.dtype), [((am * p0).to(x.dtype), d0)], out=buffer(state, "xm", x))
+        dm = data_prediction(process, xm, tm, cm, buffer(state, "dm", x))
         w = weights([torch.zeros_like(h), torch.full_like(h, self.r)], phi(h, 2))
         out = lincomb(x, (s1 / s0).to(x.dtype), [((a1 * w[0]).to(x.dtype), d0), ((a1 * w[1]).to(x.dtype), dm)],
                       out=spare(state, x))

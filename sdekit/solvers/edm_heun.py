@@ -20,7 +20,7 @@ import torch
 from .._utils import check_real
 from ..kernels import lincomb
 from ._exponential import coef_times, data_prediction, log_snr
-from .base import Solver, register, spare
+from .base import Solver, buffer, register, spare
 
 
 @register
@@ -49,12 +49,6 @@ class EDMHeun(Solver):
         if self.stochastic:
             self.kind, self.order, self.weak_order = "sde", 1.0, 1.0
 
-    def _buffer(self, state: dict, key: str, x: torch.Tensor) -> torch.Tensor:
-        buf = state.get(key)
-        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-            buf = state[key] = x.new_empty(x.shape)
-        return buf
-
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
         c0, c1 = coef_times(t0, t1)
@@ -75,13 +69,13 @@ class EDMHeun(Solver):
             th = ch.to(t0.dtype).expand_as(t0)
             ah = sde.alpha(ch)
             kick = ah * torch.sqrt(sigh * sigh - sig0 * sig0) * self.s_noise
-            xh = lincomb(x, (ah / a0).to(x.dtype), [(kick.to(x.dtype), noise.z)], out=self._buffer(state, "xh", x))
+            xh = lincomb(x, (ah / a0).to(x.dtype), [(kick.to(x.dtype), noise.z)], out=buffer(state, "xh", x))
         # Euler predictor in (x~, sigma~), mapped back to x = alpha x~
         q = sig1 / sigh
-        d0 = data_prediction(process, xh, th, ch, self._buffer(state, "d0", x))
+        d0 = data_prediction(process, xh, th, ch, buffer(state, "d0", x))
         xe = lincomb(xh, (a1 / ah * q).to(x.dtype), [((a1 * (1 - q)).to(x.dtype), d0)],
-                     out=self._buffer(state, "xe", x))
-        d1 = data_prediction(process, xe, t1, c1, self._buffer(state, "d1", x))
+                     out=buffer(state, "xe", x))
+        d1 = data_prediction(process, xe, t1, c1, buffer(state, "d1", x))
         # Heun: x~_1 = x~^ + (sig1 - sigh)/2 [(x~^ - D0)/sigh + (x~_e - D1)/sig1]
         k0, k1 = 0.5 * (sig1 - sigh) / sigh, 0.5 * (sig1 - sigh) / sig1
         out = lincomb(xh, (a1 / ah * (1 + k0)).to(x.dtype),

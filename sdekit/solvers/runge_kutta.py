@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 
 from ..kernels import lincomb
-from .base import Solver, drift_terms, register, spare
+from .base import Solver, buffer, drift_terms, register, spare
 
 
 @dataclass(frozen=True)
@@ -69,11 +69,7 @@ def rk_stages(tableau: Tableau, process, t0: torch.Tensor, h: torch.Tensor, x: t
         if i == 0:
             ks.append(process.drift(x, t0) if k0 is None else k0)
             continue
-        key = f"stage{i}"
-        buf = state.get(key)
-        if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
-            buf = state[key] = x.new_empty(x.shape)
-        xi = lincomb(x, 1.0, [(h * a, k) for a, k in zip(row, ks) if a != 0.0], out=buf)
+        xi = lincomb(x, 1.0, [(h * a, k) for a, k in zip(row, ks) if a != 0.0], out=buffer(state, f"stage{i}", x))
         ks.append(process.drift(xi, t0 + ci * h))
     return ks
 
@@ -96,11 +92,8 @@ class ExplicitRK(Solver):
         for i, (row, ci) in enumerate(zip(tab.A, tab.c)):
             xi = x
             if i > 0:
-                buf = state.get(f"stage{i}")
-                if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-                    buf = state[f"stage{i}"] = x.new_empty(x.shape)
                 xi = lincomb(x, 1.0, [(h * a * c, v) for a, ts in zip(row, stages) if a != 0.0 for c, v in ts],
-                             out=buf)
+                             out=buffer(state, f"stage{i}", x))
             stages.append(drift_terms(process, xi, t0 + ci * h))
         terms = [(h * b * c, v) for b, ts in zip(tab.b, stages) if b != 0.0 for c, v in ts]
         return lincomb(x, 1.0, terms, out=spare(state, x)), state, None

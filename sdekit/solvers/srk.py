@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..kernels import lincomb
-from .base import Solver, register, spare
+from .base import Solver, buffer, register, spare
 
 
 @dataclass(frozen=True)
@@ -90,10 +90,7 @@ class SRK(Solver):
                 if not isinstance(gb, int):
                     terms.append((gb, i10))
             if terms:
-                buf = state.get(f"stage{i}")
-                if buf is None or buf.shape != x.shape or buf.dtype != x.dtype:
-                    buf = state[f"stage{i}"] = x.new_empty(x.shape)
-                xi = lincomb(x, 1.0, terms, out=buf)
+                xi = lincomb(x, 1.0, terms, out=buffer(state, f"stage{i}", x))
             else:
                 xi = x
             ks.append(process.drift(xi, t0 + tab.c0[i] * h))
