@@ -27,7 +27,7 @@ two clearly different numbers are printed:
 * **8-bit bits/dim**: the same images re-quantised to 8 bits consistently with the scaling,
   ``k8 = round(255 k / 16)`` and ``x8 = -1 + 2 k8 / 255`` (within 1/255 of ``x``), evaluated with
   ``dequantize="uniform", data_range=(-1, 1)``. This is the convention of 8-bit image benchmarks
-  (cells 16x narrower, so it is larger by about ``log2(256 / 17) = 3.9`` bits for a model that is
+  (cells 16x narrower: 2/256 against 1/8, so it is larger by ``log2(16) = 4`` bits for a model that is
   smooth at the 17-level scale); it is not comparable to published CIFAR-10 numbers.
 """
 
