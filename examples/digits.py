@@ -256,11 +256,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--samples", type=int, default=500)
     p.add_argument("--nfe", type=int, default=100)
     p.add_argument("--solvers", nargs="*", default=["ancestral", "euler_maruyama", "ode_heun"])
-    p.add_argument("--inpaint", type=int, default=100, help="held-out digits to inpaint (0 to skip)")
+    p.add_argument("--inpaint", type=int, default=200, help="held-out digits to inpaint (0 to skip)")
     p.add_argument("--inpaint-steps", type=int, default=100, help="reverse_diffusion steps for inpainting")
     p.add_argument("--corrector-steps", type=int, default=5, help="Langevin moves per inpainting step")
-    p.add_argument("--bpd", type=int, default=100, help="held-out digits for bits/dim (0 to skip)")
-    p.add_argument("--bpd-steps", type=int, default=20, help="ode_rk4 steps for the likelihood")
+    p.add_argument("--bpd", type=int, default=200, help="held-out digits for bits/dim (0 to skip)")
+    p.add_argument("--bpd-steps", type=int, default=100, help="ode_rk4 steps for the likelihood")
     p.add_argument("--probes", type=int, default=4, help="Hutchinson probes per image")
     p.add_argument("--out", default="digits.png", help="PNG grid of samples ('' to skip)")
     p.add_argument("--no-progress", action="store_true")
@@ -296,8 +296,14 @@ def main(argv: list[str] | None = None) -> dict:
         mean_img = x_tr.mean(0, keepdim=True).expand_as(truth)
         rmse_mean = float((mean_img - truth)[~mask].pow(2).mean().sqrt())
         acc = float((features.logits(filled).argmax(1) == labels).float().mean())
+        # baseline that also draws a plausible lower half: the training digit whose known rows are nearest
+        near = torch.cdist(truth[..., :4, :].flatten(1), x_tr[..., :4, :].flatten(1)).argmin(1)
+        nn_fill = torch.where(mask, truth, x_tr[near])
+        rmse_nn = float((nn_fill - truth)[~mask].pow(2).mean().sqrt())
+        acc_nn = float((features.logits(nn_fill).argmax(1) == labels).float().mean())
         res.update(inpaint_known_max_err=known_err, inpaint_rmse=rmse, inpaint_rmse_mean_image=rmse_mean,
-                   inpaint_class_acc=acc)
+                   inpaint_class_acc=acc, inpaint_rmse_nearest_neighbour=rmse_nn,
+                   inpaint_class_acc_nearest_neighbour=acc_nn)
         print(f"inpainting lower half of {truth.shape[0]} held-out digits (reverse_diffusion {args.inpaint_steps} "
               f"steps, corrector_steps={args.corrector_steps}, nfe={nfe}, {time.perf_counter() - t0:.0f} s):")
         print(f"  known pixels max |error| = {known_err:.3g}; lower half RMSE = {rmse:.3f} "
@@ -305,7 +311,8 @@ def main(argv: list[str] | None = None) -> dict:
         if first is not None and first.shape[0] >= truth.shape[0]:
             res["inpaint_rmse_unconditional"] = float((first[:truth.shape[0]] - truth)[~mask].pow(2).mean().sqrt())
             print(f"; unconditional samples: {res['inpaint_rmse_unconditional']:.3f}", end="")
-        print(f"); classifier accuracy on inpainted digits = {acc:.3f}")
+        print(f"; nearest training digit by the top half: {rmse_nn:.3f})")
+        print(f"  classifier accuracy on inpainted digits = {acc:.3f} (nearest-neighbour completion: {acc_nn:.3f})")
         shown["inpainted (top 4 rows known)"] = filled[:64]
     if args.bpd:
         t0 = time.perf_counter()
