@@ -88,12 +88,12 @@ class DigitFeatures(nn.Module):
 def train_classifier(x: Tensor, y: Tensor, *, steps: int = 600, seed: int = 0,
                      checkpoint: str | Path | None = None) -> DigitFeatures:
     """Train (or load) the feature network; light noise augmentation keeps features smooth off-manifold."""
+    torch.manual_seed(seed)  # before construction: the initial weights come from the global RNG
     net = DigitFeatures()
     if checkpoint is not None and Path(checkpoint).exists():
         net.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True))
         return net.eval().requires_grad_(False)
     g = torch.Generator().manual_seed(seed)
-    torch.manual_seed(seed)
     opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
     for _ in range(steps):
         idx = torch.randint(0, x.shape[0], (128,), generator=g)
