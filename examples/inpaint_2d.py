@@ -86,8 +86,9 @@ def main(out: str = "results-local") -> None:
     ax1.plot(grid, dens, "k", lw=2, label="exact p(x0 | x1=0)")
     for key, lab in ((("reverse_diffusion", 100, "{}"), "replacement (101 NFE)"),
                      (("reverse_diffusion", 100, str(RECOMMENDED)), "replacement + 20 corrector moves (2101 NFE)")):
-        ax1.hist(results[key][:, 0].numpy(), bins=60, range=(-4, 4), density=True, histtype="step", lw=1.2, label=lab)
+        ax1.hist(results[key][:, 0].numpy(), bins=40, range=(-4, 4), density=True, histtype="step", lw=1.2, label=lab)
     ax1.set_xlabel("x0")
+    ax1.set_ylim(0, 0.55)
     ax1.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
     fig.savefig(path / "inpaint_2d.png", dpi=90)

@@ -58,6 +58,10 @@ def main(out: str = "results-local") -> None:
     ax1.set_xlabel("NFE (ode_rk4, exact trace)")
     ax1.set_ylabel("max |bpd error|")
     ax1.legend(fontsize=7)
+    for ax in (ax0, ax1):
+        nfes = sorted({row[2] for row in rows})
+        ax.set_xticks(nfes, [str(v) for v in nfes])
+        ax.minorticks_off()
     fig.tight_layout()
     fig.savefig(path / "bpd_vs_nfe.png", dpi=90)
     print(f"saved {path / 'bpd_vs_nfe.png'}")
