@@ -128,11 +128,12 @@ def log_prob_gradient(log_p_y: Callable[[Tensor, Tensor], Tensor]) -> Callable[[
 class Condition:
     """Base class of projections applied by the driver after each step (see the module docstring).
 
-    Subclasses implement :meth:`replace` (measured part set to ``a * y + s * xi``) and
-    :meth:`finalize`.
+    Subclasses implement :meth:`replace` (measured part set to ``a * y + s * xi``),
+    :meth:`finalize` and :meth:`free_part` (the projection the corrector moves along).
 
     Args:
-        corrector_steps: Langevin moves after each replacement (each followed by a replacement).
+        corrector_steps: Langevin moves of the free part after each replacement (each followed by a
+            replacement).
         snr: signal-to-noise ratio of those Langevin moves.
         resample: RePaint resampling: total passes per step (1 = the paper's plain replacement).
     """
