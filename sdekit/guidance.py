@@ -15,12 +15,15 @@ Two kinds of tools, both usable with EVERY solver:
   measurement, ``alpha(t1) y + sigma(t1) xi`` (the paper's method). Two optional
   refinements reduce the method's bias (measured in ``docs/guidance.md``):
 
-  * ``corrector_steps``: Langevin moves at ``t1`` after the replacement, each followed by a
-    replacement (the paper's corrector; 1 NFE each);
+  * ``corrector_steps``: Langevin moves of the free (unmeasured) part at ``t1`` after the
+    replacement, each followed by a replacement (the paper's corrector; 1 NFE each). The step
+    size comes from the free part's norms alone (see :meth:`Condition._correct`). Recommended:
+    ``corrector_steps=20`` with ``reverse_diffusion`` and 100 steps (tested within 3x the
+    finite-sample floor of the exact conditional of a 2-D mixture);
   * ``resample``: RePaint-style resampling (Lugmayr et al. 2022): ``resample - 1`` times,
     noise the state forward ``t1 -> t0`` with the exact transition, take one reverse-diffusion
     step back ``t0 -> t1`` and replace again (1 NFE each). This lets the unknown part
-    harmonise with the known one and is what makes the result match the exact conditional.
+    harmonise with the known one (measured less effective than the corrector per NFE).
 
 A condition object only needs ``apply(process, x, t0, t1, noise) -> x`` (called by
 :func:`sdekit.integrate.integrate` after each step) and, optionally, ``finalize(x) -> x``
@@ -37,9 +40,9 @@ import torch
 from torch import Tensor
 
 from ._utils import bcast, check_int, check_real
+from .kernels import lincomb, sq_norms
 from .noise import NoiseSource, StepNoise
 from .process import ScoreFn
-from .solvers.langevin import Langevin
 from .solvers.reverse_diffusion import ReverseDiffusion
 
 __all__ = ["classifier_guidance", "classifier_free", "log_prob_gradient", "Condition", "Inpainting",
@@ -125,11 +128,12 @@ def log_prob_gradient(log_p_y: Callable[[Tensor, Tensor], Tensor]) -> Callable[[
 class Condition:
     """Base class of projections applied by the driver after each step (see the module docstring).
 
-    Subclasses implement :meth:`replace` (measured part set to ``a * y + s * xi``) and
-    :meth:`finalize`.
+    Subclasses implement :meth:`replace` (measured part set to ``a * y + s * xi``),
+    :meth:`finalize` and :meth:`free_part` (the projection the corrector moves along).
 
     Args:
-        corrector_steps: Langevin moves after each replacement (each followed by a replacement).
+        corrector_steps: Langevin moves of the free part after each replacement (each followed by a
+            replacement).
         snr: signal-to-noise ratio of those Langevin moves.
         resample: RePaint resampling: total passes per step (1 = the paper's plain replacement).
     """
@@ -139,7 +143,6 @@ class Condition:
         self.corrector_steps = check_int("corrector_steps", corrector_steps, minimum=0)
         self.snr = check_real("snr", snr, positive=True)
         self.resample = check_int("resample", resample, minimum=1)
-        self._langevin = Langevin(snr=self.snr)
         self._reverse = ReverseDiffusion()
 
     def replace(self, x: Tensor, a: Tensor, s: Tensor, noise: NoiseSource) -> Tensor:
@@ -172,9 +175,29 @@ class Condition:
                     x, _, _ = self._reverse.step(process, u0, u1, x, {}, StepNoise(noise, u0, u1, x))
                     x = self.replace(x, sde.alpha(u1), sde.sigma(u1), noise)
         for _ in range(self.corrector_steps):
-            x = self._langevin.correct(process, t1, t1, x, {}, StepNoise(noise, t1, t1, x))
+            x = self._correct(process, t1, x, noise)
             x = self.replace(x, a1, s1, noise)
         return x
+
+    def _correct(self, process: Any, t: Tensor, x: Tensor, noise: NoiseSource) -> Tensor:
+        """One Langevin move of the unmeasured part only (the measured part is replaced right after).
+
+        The step size ``e = 2 (snr mean||z_free|| / mean||score_free||)^2`` (norms over the batch, as
+        in the paper's corrector) is computed from the free part alone: the score of the measured
+        part is irrelevant (that part is overwritten) and, once ``sigma(t)`` is small, much larger
+        than the free part's, so including it (as a plain Langevin corrector does) shrinks the
+        steps several-fold and leaves the modes of the conditional unmixed.
+        """
+        score = self.free_part(process.score(x, t))
+        z = self.free_part(noise.normal(x))
+        gn, zn = sq_norms([score, z]).sqrt_()
+        ratio = self.snr * zn.mean() / torch.clamp(gn.mean(), min=torch.finfo(gn.dtype).tiny)
+        e = 2 * ratio * ratio
+        return lincomb(x, 1.0, [(e, score), (torch.sqrt(2 * e), z)])
+
+    def free_part(self, v: Tensor) -> Tensor:
+        """``v`` with its measured part set to zero (the orthogonal projection onto the free part)."""
+        raise NotImplementedError
 
 
 def _as_float_tensor(name: str, v: Any) -> Tensor:
@@ -231,6 +254,9 @@ class Inpainting(Condition):
         self._check(x)
         return torch.where(self.mask.to(x.device), self.y.to(device=x.device, dtype=x.dtype), x)
 
+    def free_part(self, v: Tensor) -> Tensor:
+        return torch.where(self.mask.to(v.device), torch.zeros((), device=v.device, dtype=v.dtype), v)
+
 
 class LinearMeasurement(Condition):
     """A linear measurement ``y = A x`` with orthonormal rows (``A A^T = I``), along one dimension.
@@ -282,6 +308,10 @@ class LinearMeasurement(Condition):
 
     def finalize(self, x: Tensor) -> Tensor:
         return self._project(x, self.y.to(device=x.device, dtype=x.dtype))
+
+    def free_part(self, v: Tensor) -> Tensor:
+        A = self.A.to(device=v.device, dtype=v.dtype)
+        return v - self._apply_A(self._apply_A(v, A), A.T)
 
 
 def colorization(gray: Tensor, *, channels: int = 3, dim: int = 1, corrector_steps: int = 0, snr: float = 0.16,
