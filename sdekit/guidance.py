@@ -40,9 +40,10 @@ import torch
 from torch import Tensor
 
 from ._utils import bcast, check_int, check_real
-from .kernels import lincomb, sq_norms
+from .kernels import lincomb
 from .noise import NoiseSource, StepNoise
 from .process import ScoreFn
+from .solvers.langevin import snr_step_size
 from .solvers.reverse_diffusion import ReverseDiffusion
 
 __all__ = ["classifier_guidance", "classifier_free", "log_prob_gradient", "Condition", "Inpainting",
@@ -190,9 +191,7 @@ class Condition:
         """
         score = self.free_part(process.score(x, t))
         z = self.free_part(noise.normal(x))
-        gn, zn = sq_norms([score, z]).sqrt_()
-        ratio = self.snr * zn.mean() / torch.clamp(gn.mean(), min=torch.finfo(gn.dtype).tiny)
-        e = 2 * ratio * ratio
+        e = snr_step_size(score, z, self.snr)
         return lincomb(x, 1.0, [(e, score), (torch.sqrt(2 * e), z)])
 
     def free_part(self, v: Tensor) -> Tensor:

@@ -254,7 +254,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
             CUDA tensors when installed), ``"triton"`` or ``"torch"``; ``None`` keeps the global
             setting (:func:`sdekit.kernels.set_backend`).
         condition: a projection applied after every step, e.g. :class:`sdekit.guidance.Inpainting`
-            or :func:`sdekit.guidance.colorization` (works with every solver).
+            or :func:`sdekit.guidance.colorization` (works with every fixed-step solver; adaptive
+            solvers refuse it).
         **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
 
     Returns:

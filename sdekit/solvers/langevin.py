@@ -22,6 +22,19 @@ from ..kernels import lincomb, sq_norms
 from .base import Corrector, register, spare
 
 
+def snr_step_size(score, z, snr: float, *, per_sample: bool = False):
+    """Langevin step size ``2 (snr ||z|| / ||score||)^2`` of shape ``(batch,)``.
+
+    The norms are averaged over the batch (the paper's code) unless ``per_sample``; one fused
+    pass over ``score`` and ``z`` (float32/64 accumulation).
+    """
+    gn, zn = sq_norms([score, z]).sqrt_()
+    if not per_sample:
+        gn, zn = gn.mean().expand_as(gn), zn.mean().expand_as(zn)
+    ratio = snr * zn / torch.clamp(gn, min=torch.finfo(gn.dtype).tiny)
+    return 2 * ratio * ratio
+
+
 def _chain_alpha(sde, t, t_next):
     return (sde.alpha(t) / sde.alpha(t_next)) ** 2
 
@@ -40,11 +53,7 @@ class Langevin(Corrector):
         self.per_sample = per_sample
 
     def step_size(self, process, t, t_next, x, score, z):
-        gn, zn = sq_norms([score, z]).sqrt_()  # one fused pass over score and z (float32/64 accumulation)
-        if not self.per_sample:
-            gn, zn = gn.mean().expand_as(gn), zn.mean().expand_as(zn)
-        ratio = self.snr * zn / torch.clamp(gn, min=torch.finfo(gn.dtype).tiny)
-        return 2 * _chain_alpha(process.sde, t, t_next) * ratio * ratio
+        return _chain_alpha(process.sde, t, t_next) * snr_step_size(score, z, self.snr, per_sample=self.per_sample)
 
     def correct(self, process, t, t_next, x, state, noise):
         score = process.score(x, t)
