@@ -63,11 +63,26 @@ def frechet_to_moments(x: Tensor, mean: Tensor, cov: Tensor) -> float:
         d = m1.shape[0]
         raise ValueError(f"mean of shape {tuple(m2.shape)} / cov of shape {tuple(c2.shape)} do not match samples "
                          f"of dimension {d} (expected mean ({d},) and cov ({d}, {d}))")
-    s2 = _sqrtm_psd(c2)
-    cross = torch.linalg.eigvalsh(s2 @ c1 @ s2)
-    tr_cross = torch.sqrt(torch.clamp(cross, min=0.0)).sum()
-    fd = ((m1 - m2) ** 2).sum() + torch.trace(c1) + torch.trace(c2) - 2 * tr_cross
+    fd = ((m1 - m2) ** 2).sum() + torch.trace(c1) + torch.trace(c2) - 2 * _trace_sqrt_product(
+        _samples("x", x).to(m1.device), m1, c1, c2)
     return float(torch.clamp(fd, min=0.0))
+
+
+def _trace_sqrt_product(xf: Tensor, m1: Tensor, c1: Tensor, c2: Tensor) -> Tensor:
+    """``tr sqrt(c2^1/2 c1 c2^1/2)`` for the sample covariance ``c1`` of the ``(n, d)`` samples ``xf``.
+
+    With no more samples than dimensions, ``c1 = Y^T Y / (n - 1)`` (``Y`` the centred samples) has rank
+    below ``n``, and the nonzero eigenvalues of ``c2^1/2 c1 c2^1/2`` are those of the ``n x n`` matrix
+    ``Y c2 Y^T / (n - 1)``: no ``d x d`` square root or eigendecomposition is needed.
+    """
+    n, d = xf.shape
+    if n <= d:
+        y = xf - m1
+        cross = torch.linalg.eigvalsh((y @ c2 @ y.T) / (n - 1))
+    else:
+        s2 = _sqrtm_psd(c2)
+        cross = torch.linalg.eigvalsh(s2 @ c1 @ s2)
+    return torch.sqrt(torch.clamp(cross, min=0.0)).sum()
 
 
 def frechet_distance(x: Tensor, y: Tensor) -> float:

@@ -129,9 +129,21 @@ class GaussianMixture:
         logw = torch.log(self.weights).to(x.device)
         return xf, a, s, mu, sd, logw
 
+    def _shared_time(self, x: Tensor, a: Tensor, s: Tensor) -> bool:
+        """Whether every sample is at the same time (then the quadratic forms are matrix products)."""
+        return x.shape[0] <= 1 or bool((a == a[:1]).all() & (s == s[:1]).all())
+
     def component_log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
         """``log w_k + log N_k(x)`` at time ``t``: shape ``(B, K)``, float64."""
         xf, a, s, mu, sd, logw = self._component_terms(x, sde, t)
+        if self._shared_time(xf, a, s):
+            # one time for the batch: sum_d (x - a mu)^2 / v = x^2 @ (1/v) - 2a x @ (mu/v) + a^2 mu^2/v
+            a0, s0 = a[:1], s[:1]
+            v = a0 * a0 * sd * sd + s0 * s0                      # (K, d)
+            inv = 1.0 / v
+            mi = mu * inv
+            const = logw - 0.5 * (a0[0] * a0[0] * (mu * mi).sum(1) + torch.log(2 * math.pi * v).sum(1))
+            return const - 0.5 * ((xf * xf) @ inv.T) + a0 * (xf @ mi.T)
         out = []
         for k in range(mu.shape[0]):
             var = a * a * sd[k] ** 2 + s * s
@@ -148,9 +160,18 @@ class GaussianMixture:
         return torch.softmax(self.component_log_prob(x, t, sde), 1)
 
     def score(self, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
-        """Exact score ``grad_x log p_t(x)``, in ``x``'s shape, dtype and device."""
+        """Exact score ``grad_x log p_t(x)``, in ``x``'s shape, dtype and device.
+
+        Computed in float64. When the whole batch shares one time (every fixed-grid solver) the
+        component sums are ``(B, d) @ (d, K)`` matrix products, a few passes over the batch whatever
+        the number of components; per-sample times take one pass per component.
+        """
         xf, a, s, mu, sd, logw = self._component_terms(x, sde, t)
         r = torch.softmax(self.component_log_prob(x, t, sde), 1)
+        if self._shared_time(xf, a, s):
+            inv = 1.0 / (a[:1] * a[:1] * sd * sd + s[:1] * s[:1])   # (K, d)
+            out = a[:1] * (r @ (mu * inv)) - xf * (r @ inv)
+            return out.reshape(x.shape).to(x.dtype)
         out = torch.zeros_like(xf)
         for k in range(mu.shape[0]):
             var = a * a * sd[k] ** 2 + s * s

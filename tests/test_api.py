@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
@@ -182,6 +183,32 @@ def test_oracle_score_is_autograd_of_log_density(sde):
     torch.testing.assert_close(mix.score(x, t, sde), grad)
 
 
+def _brute_force_score(mix, x, t, sde):
+    """grad log p_t written out per sample and per component (the definition, no shortcuts)."""
+    out = torch.zeros_like(x)
+    for i in range(x.shape[0]):
+        a, s = float(sde.alpha(t[i:i + 1])), float(sde.sigma(t[i:i + 1]))
+        var = a * a * mix.stds ** 2 + s * s                              # (K, d)
+        r = x[i] - a * mix.means
+        logn = torch.log(mix.weights) - 0.5 * (r * r / var + torch.log(2 * torch.pi * var)).sum(1)
+        out[i] = -(torch.softmax(logn, 0)[:, None] * r / var).sum(0)
+    return out
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-t", "per-sample-t"])
+@pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE()], ids=["vp", "ve"])
+def test_oracle_score_both_paths_match_the_definition(sde, shared):
+    """The matrix-product path (one time for the batch) and the per-component path agree with the formula."""
+    mix = GaussianMixture.random(7, 5, generator=torch.Generator().manual_seed(8))
+    x = torch.randn(24, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(9)) * 2.5
+    for t0 in (sde.eps, 0.03, 0.4, sde.T):
+        t = torch.full((24,), t0, dtype=torch.float64) if shared else torch.linspace(t0, 1.0, 24, dtype=torch.float64)
+        ref = _brute_force_score(mix, x, t, sde)
+        torch.testing.assert_close(mix.score(x, t, sde), ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))
+        lp = torch.stack([mix.log_prob(x[i:i + 1], t[i:i + 1], sde)[0] for i in range(24)])
+        torch.testing.assert_close(mix.log_prob(x, t, sde), lp, rtol=1e-10, atol=1e-10)
+
+
 def test_oracle_log_prob_and_moments_are_exact():
     mix = GaussianMixture.random(2, 3, generator=torch.Generator().manual_seed(4))
     x = mix.sample(200000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
@@ -221,6 +248,23 @@ def test_adapters_reproduce_the_exact_score(sde):
 
 
 # ---------------------------------------------------------------- metrics
+@pytest.mark.parametrize("n", [5, 30, 31, 80])
+def test_frechet_fewer_samples_than_dims_matches_the_square_root_formula(n):
+    """The n x n Gram path (n <= d) equals the d x d formula with scipy's matrix square root."""
+    from scipy.linalg import sqrtm
+
+    d = 30
+    g = torch.Generator().manual_seed(n)
+    x = torch.randn(n, d, generator=g, dtype=torch.float64) @ torch.randn(d, d, generator=g, dtype=torch.float64)
+    a = torch.randn(d, d, generator=g, dtype=torch.float64)
+    mean, cov = torch.randn(d, generator=g, dtype=torch.float64), a @ a.T / d + 0.1 * torch.eye(d, dtype=torch.float64)
+    m1, c1 = x.mean(0), torch.cov(x.T)
+    s2 = sqrtm(cov.numpy()).real
+    cross = np.trace(sqrtm(s2 @ c1.numpy() @ s2).real)
+    ref = float(((m1 - mean) ** 2).sum() + torch.trace(c1) + torch.trace(cov)) - 2 * cross
+    assert abs(frechet_to_moments(x, mean, cov) - ref) < 1e-8 * max(1.0, abs(ref))
+
+
 def test_frechet_distance_closed_form_and_sampling_behaviour():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(20000, 3, generator=g, dtype=torch.float64)

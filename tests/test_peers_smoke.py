@@ -15,20 +15,6 @@ from benchmarks._peers import MODULES
 from benchmarks._peers.common import Oracle, make_problem
 
 
-@pytest.mark.parametrize("sde_name", ["vp", "ve"])
-def test_fast_score_matches_mixture_oracle(sde_name):
-    p = make_problem(16, sde_name, 50)
-    x = torch.randn(300, 16, generator=torch.Generator().manual_seed(1)) * 3
-    for t in (p.sde.eps, 0.05, 0.5, p.sde.T):
-        tt = torch.full((300,), t)
-        ref = p.mix.score(x, tt, p.sde)
-        got = p.score(x, tt)
-        assert torch.allclose(got, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max())), t
-    # per-sample times go through the mixture's own (general) path
-    tt = torch.linspace(0.1, 0.9, 300)
-    assert torch.equal(p.score(x, tt), p.mix.score(x, tt, p.sde))
-
-
 def test_oracle_conventions_agree():
     """The Karras denoiser and the DDPM eps are the same exact model as the score."""
     p = make_problem(8, "vp", 20)
