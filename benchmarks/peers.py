@@ -67,15 +67,20 @@ def bucket_of(nfe: int, budgets: list[int]) -> int | None:
     return fits[0] if fits else None
 
 
-def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *, metrics: bool = True) -> dict:
-    """Run one spec; never raises (errors are recorded)."""
+def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *, metrics: bool = True,
+            seed: int | None = None) -> dict:
+    """Run one spec from ``x_T`` with noise seed ``seed`` (default: the problem's seed).
+
+    Never raises: a failing run is recorded with its error.
+    """
     oracle = Oracle(p)
+    seed = p.seed if seed is None else seed
     rec: dict[str, Any] = {"problem": p.name, "library": spec.library, "method": spec.method,
-                           "setting": spec.setting, "budget": spec.budget}
+                           "setting": spec.setting, "budget": spec.budget, "seed": seed}
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
-            x = spec.run(oracle, x_T, p.seed)
+            x = spec.run(oracle, x_T, seed)
         err = None
     except Exception as e:  # noqa: BLE001 - a failing peer is a result, not a crash
         x, err = None, f"{type(e).__name__}: {str(e)[:200]}"
@@ -96,12 +101,38 @@ def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *,
     return rec
 
 
+def seed_means(records: list[dict]) -> list[dict]:
+    """One row per configuration (problem, library, method, setting): FD and sliced W2 averaged over its seeds.
+
+    A configuration counts only if every seed finished with finite samples; its NFE is the largest
+    counted over the seeds (adaptive runs may differ from seed to seed).
+    """
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        groups.setdefault((r["problem"], r["library"], r["method"], r["setting"]), []).append(r)
+    out = []
+    for rs in groups.values():
+        ok = all(r["finite"] and math.isfinite(r["fd"]) for r in rs)
+        row = dict(rs[0])
+        row["nfe"] = max(r["nfe"] for r in rs)
+        row["bucket"] = max((r["bucket"] for r in rs), key=lambda b: float("inf") if b is None else b)
+        row["seeds"] = len(rs)
+        row["fd"] = sum(r["fd"] for r in rs) / len(rs) if ok else float("nan")
+        row["sw2"] = sum(r["sw2"] for r in rs) / len(rs) if ok else float("nan")
+        row["fd_per_seed"] = [r["fd"] for r in rs]
+        row["finite"] = ok
+        out.append(row)
+    return out
+
+
 def best_table(records: list[dict], problem: Problem, budgets: list[int], libraries: list[str]) -> str:
-    rows = [r for r in records if r["problem"] == problem.name and r["bucket"] is not None
-            and math.isfinite(r["fd"])]
+    """Best seed-averaged FD per library per NFE bucket (see :func:`seed_means`)."""
+    means = seed_means([r for r in records if r["problem"] == problem.name])
+    rows = [r for r in means if r["bucket"] is not None and math.isfinite(r["fd"])]
     libs = [lib for lib in libraries if any(r["library"] == lib for r in rows)]
-    lines = [f"### {problem.name} ({problem.samples} samples; exact-sample floor FD = {problem.floor_fd:.4g}, "
-             f"sliced W2 floor = {problem.floor_sw:.4g})", "",
+    seeds = max((r["seeds"] for r in means), default=1)
+    lines = [f"### {problem.name} ({problem.samples} samples, FD averaged over {seeds} seed(s) of x_T and noise; "
+             f"exact-sample floor FD = {problem.floor_fd:.4g}, sliced W2 floor = {problem.floor_sw:.4g})", "",
              "| NFE ≤ | " + " | ".join(libs) + " | sdekit / best peer |",
              "|---:|" + "---|" * len(libs) + "---:|"]
     for b in sorted(budgets):
@@ -147,7 +178,8 @@ def plot(records: list[dict], problem: Problem, budgets: list[int], path: str) -
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 5))
-    rows = [r for r in records if r["problem"] == problem.name and math.isfinite(r["fd"]) and r["fd"] > 0]
+    rows = [r for r in seed_means([r for r in records if r["problem"] == problem.name])
+            if math.isfinite(r["fd"]) and r["fd"] > 0]
     for lib in dict.fromkeys(r["library"] for r in rows):
         mine = [r for r in rows if r["library"] == lib]
         pts = ax.scatter([r["nfe"] for r in mine], [r["fd"] for r in mine], s=6, alpha=0.25)
@@ -188,6 +220,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny smoke-test run (2-D, 400 samples, NFE 10,20)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP thrash on a shared box)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=1,
+                    help="run every configuration from this many x_T draws (and noise seeds); tables average FD "
+                         "over them, so that a ranking is not one draw's luck")
+    ap.add_argument("--schedules", default=None,
+                    help="sdekit time grids besides each solver's default (comma list, default logsnr,karras,uniform;"
+                         " 'default' for none)")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args(argv)
@@ -213,6 +251,11 @@ def main(argv: list[str] | None = None) -> dict:
     if skipped:
         print(f"[peers] not installed, skipped: {', '.join(skipped)}", file=sys.stderr)
     solvers = args.solvers.split(",") if args.solvers else None
+    if args.seeds < 1:
+        raise ValueError(f"--seeds must be >= 1, got {args.seeds}")
+    schedules = None
+    if args.schedules is not None:
+        schedules = tuple(s.strip() for s in args.schedules.split(",") if s.strip() and s.strip() != "default")
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "peers" + (f"-{args.tag}" if args.tag else ""))
 
@@ -222,19 +265,23 @@ def main(argv: list[str] | None = None) -> dict:
     for dim, sde_name, n in parse_problems(args.problems, args.samples):
         p = make_problem(dim, sde_name, n, seed=args.seed)
         problems.append(p)
-        x_T = p.x_T()
         print(f"[peers] {p.name}: {n} samples, floor FD {p.floor_fd:.4g}", file=sys.stderr)
-        for lib in libs:
-            mod = MODULES[lib]
-            kw: dict[str, Any] = {"tolerances": tols}
-            if lib == "sdekit":
-                kw["solvers"] = solvers
-            for spec in mod.specs(p, budgets, **kw):
-                rec = execute(spec, p, x_T, budgets)
-                records.append(rec)
-                print(f"[peers] {p.name} {lib:<12} {spec.method:<22} {spec.setting:<40} nfe={rec['nfe']:<5} "
-                      f"fd={rec['fd']:.4g} wall={rec['wall_s']:.2f}s{'  ' + rec['error'] if rec['error'] else ''}",
-                      file=sys.stderr, flush=True)
+        for k in range(args.seeds):
+            seed = p.seed + 1000 * k
+            x_T = p.x_T(seed)
+            for lib in libs:
+                mod = MODULES[lib]
+                kw: dict[str, Any] = {"tolerances": tols}
+                if lib == "sdekit":
+                    kw["solvers"] = solvers
+                    if schedules is not None:
+                        kw["schedules"] = schedules
+                for spec in mod.specs(p, budgets, **kw):
+                    rec = execute(spec, p, x_T, budgets, seed=seed)
+                    records.append(rec)
+                    print(f"[peers] {p.name} s{k} {lib:<12} {spec.method:<22} {spec.setting:<40} "
+                          f"nfe={rec['nfe']:<5} fd={rec['fd']:.4g} wall={rec['wall_s']:.2f}s"
+                          f"{'  ' + rec['error'] if rec['error'] else ''}", file=sys.stderr, flush=True)
 
     overhead: list[dict] = []
     if args.overhead:
@@ -249,6 +296,7 @@ def main(argv: list[str] | None = None) -> dict:
                       file=sys.stderr, flush=True)
 
     meta = {"argv": sys.argv[1:] if argv is None else argv, "budgets": budgets, "tolerances": tols,
+            "seeds": args.seeds,
             "libraries": libs, "skipped": skipped, "threads": args.threads, "torch": torch.__version__,
             "elapsed_s": time.perf_counter() - t_start,
             "problems": [{"name": p.name, "dim": p.dim, "sde": repr(p.sde), "samples": p.samples,
@@ -257,8 +305,9 @@ def main(argv: list[str] | None = None) -> dict:
     with open(stem + ".json", "w") as fh:
         json.dump(result, fh, indent=1)
     md = ["# sdekit vs peers: best Fréchet distance per library per NFE bucket", "",
-          "Cell: best FD (method, setting, counted NFE) among runs with counted NFE ≤ the bucket and > the "
-          "previous bucket. Wall-clock numbers were measured on a shared 2-core CPU box (contended).", ""]
+          "Cell: best FD (method, setting, counted NFE) among configurations with counted NFE ≤ the bucket and > "
+          "the previous bucket; each configuration's FD is its mean over the seeds (every run of a problem and "
+          "seed starts from the same x_T). Wall-clock numbers come from a 2-core CPU box, one torch thread.", ""]
     for p in problems:
         md += [best_table(records, p, budgets, libs), ""]
         plot(records, p, budgets, f"{stem}_{p.name}.png")

@@ -53,9 +53,21 @@ def log_snr(sde: Any, t: Tensor) -> Tensor:
     return sde.log_snr(t.to(torch.float64))
 
 
+def _shared(t: Tensor) -> bool:
+    """Whether every sample of ``t`` has the same time, decided without reading a device tensor on the host.
+
+    The fixed-step driver hands solvers ``grid[i].expand(batch)`` (stride 0). Other tensors are
+    compared elementwise only on the CPU, where that costs no device synchronisation; elsewhere
+    they are treated as per-sample (same result, a little more work on ``(batch,)`` vectors).
+    """
+    if t.numel() == 1 or t.stride(-1) == 0:
+        return True
+    return t.device.type == "cpu" and bool((t == t[0]).all())
+
+
 def coef_times(*ts: Tensor) -> tuple[Tensor, ...]:
     """The times to compute coefficients at: ``(1,)`` slices when every sample shares its time."""
-    if all(t.numel() == 1 or bool((t == t[0]).all()) for t in ts):
+    if all(_shared(t) for t in ts):
         return tuple(t[:1] for t in ts)
     return ts
 
@@ -64,7 +76,10 @@ def phi(z: Tensor, n: int) -> list[Tensor]:
     """``[phi_0(z), ..., phi_{n-1}(z)]`` (see the module docstring), float64, stable for small ``z``."""
     z = z.to(torch.float64)
     small = z.abs() < _SERIES_BELOW
-    any_small, all_small = bool(small.any()), bool(small.all())
+    if z.device.type == "cpu":  # decide on the host: free here, a synchronisation on an accelerator
+        any_small, all_small = bool(small.any()), bool(small.all())
+    else:  # branch-free: both forms, selected elementwise
+        any_small, all_small = True, False
     zs = torch.where(small, torch.ones_like(z), z) if any_small else z
     out, prev = [], None if all_small else -torch.expm1(-zs)
     for k in range(n):
@@ -94,7 +109,8 @@ def weights(r: list[Tensor], phis: list[Tensor]) -> list[Tensor]:
         w1 = (ph[1] - rr[0] * ph[0]) / (rr[1] - rr[0])
         return [ph[0] - w1, w1]
     mat = torch.stack([torch.stack([rj ** k for rj in rr], -1) for k in range(n)], -2)
-    w = torch.linalg.solve(mat, torch.stack(ph, -1).unsqueeze(-1)).squeeze(-1)
+    # solve_ex: no host-side singularity check (the nodes r_j are distinct by construction)
+    w = torch.linalg.solve_ex(mat, torch.stack(ph, -1).unsqueeze(-1))[0].squeeze(-1)
     return list(w.unbind(-1))
 
 
