@@ -85,3 +85,27 @@ def test_quick_peer(tmp_path, library):
     runs = _check(result, [library])
     assert all(r["error"] is None for r in runs if r["method"] in ("euler", "ddim", "RK45")), \
         [(r["method"], r["error"]) for r in runs if r["error"]]
+
+
+def test_projected_frechet_sees_a_shift_along_the_modes():
+    from benchmarks._peers.common import ProjectedFrechet
+    from sdekit.testing import GaussianMixture
+
+    mix = GaussianMixture.random(300, generator=torch.Generator().manual_seed(3))
+    pf = ProjectedFrechet(mix)
+    x = mix.sample(20000, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    base = pf(x)
+    assert base < 0.01  # exact samples: only the 32-D estimation error
+    mu = mix.means.reshape(mix.means.shape[0], -1)
+    u = (mu[0] - mu.mean(0)) / (mu[0] - mu.mean(0)).norm()  # inside the projected span
+    assert abs(pf(x + 0.5 * u) - base - 0.25) < 0.02
+
+
+def test_seed_means_average_fd_and_drop_failed_configurations():
+    rec = {"problem": "p", "library": "lib", "method": "m", "setting": "s", "bucket": 10, "finite": True}
+    rows = [dict(rec, seed=0, nfe=10, fd=1.0, sw2=0.1), dict(rec, seed=1, nfe=10, fd=3.0, sw2=0.3),
+            dict(rec, setting="t", seed=0, nfe=10, fd=0.5, sw2=0.1),
+            dict(rec, setting="t", seed=1, nfe=10, fd=float("nan"), sw2=float("nan"), finite=False)]
+    out = {r["setting"]: r for r in peers.seed_means(rows)}
+    assert out["s"]["fd"] == 2.0 and out["s"]["seeds"] == 2 and math.isclose(out["s"]["sw2"], 0.2)
+    assert math.isnan(out["t"]["fd"]) and not out["t"]["finite"]
