@@ -30,6 +30,7 @@ import os
 import re
 import sys
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import torch
@@ -120,7 +121,11 @@ def seed_means(records: list[dict]) -> list[dict]:
         row["bucket"] = max((r["bucket"] for r in rs), key=lambda b: float("inf") if b is None else b)
         row["seeds"] = len(rs)
         for key in METRICS:
-            row[key] = sum(r.get(key, float("nan")) for r in rs) / len(rs) if ok else float("nan")
+            vals = [r.get(key, float("nan")) for r in rs]
+            mean = sum(vals) / len(vals) if ok else float("nan")
+            row[key] = mean
+            row[key + "_se"] = (math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1) / len(vals))
+                                if ok and len(vals) > 1 else float("nan"))
         row["fd_per_seed"] = [r["fd"] for r in rs]
         row["finite"] = ok
         out.append(row)
@@ -152,7 +157,9 @@ def best_table(records: list[dict], problem: Problem, budgets: list[int], librar
                 continue
             r = min(cand, key=lambda r: r[metric])
             best[lib] = r[metric]
-            cells.append(f"{r[metric]:.4g} ({r['method']}, {r['setting']}, {r['nfe']})")
+            se = r.get(metric + "_se", float("nan"))
+            cells.append(f"{r[metric]:.4g}{f' ± {se:.1g}' if math.isfinite(se) else ''} "
+                         f"({r['method']}, {r['setting']}, {r['nfe']})")
         peers = [v for k, v in best.items() if k != "sdekit"]
         ratio = f"{best['sdekit'] / min(peers):.3g}" if "sdekit" in best and peers and min(peers) > 0 else "—"
         lines.append(f"| {b} | " + " | ".join(cells) + f" | {ratio} |")
@@ -240,7 +247,15 @@ def main(argv: list[str] | None = None) -> dict:
                          " 'default' for none)")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--render", default=None, metavar="JSON",
+                    help="only rebuild the tables and plots from a saved peers*.json (written next to it)")
     args = ap.parse_args(argv)
+    if args.render:
+        with open(args.render) as fh:
+            saved = json.load(fh)
+        report(saved, args.render.removesuffix(".json"),
+               overhead_samples=args.overhead_samples if saved.get("overhead") else None)
+        return saved
 
     if args.quick:  # tiny defaults; anything given explicitly still wins
         args.problems, args.samples = args.problems or "2d-vp,2d-ve", args.samples or 400
@@ -320,10 +335,22 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"meta": meta, "runs": records, "overhead": overhead}
     with open(stem + ".json", "w") as fh:
         json.dump(result, fh, indent=1)
+    report(result, stem, overhead_samples=args.overhead_samples)
+    return result
+
+
+def report(result: dict, stem: str, *, overhead_samples: int | None = None) -> str:
+    """Write ``{stem}.md`` (tables) and ``{stem}_{problem}.png`` (plots) from a run's result; return the markdown."""
+    meta, records, overhead = result["meta"], result["runs"], result.get("overhead", [])
+    budgets, libs = meta["budgets"], meta["libraries"]
+    problems = [SimpleNamespace(**{"floor_fd_proj": float("nan"), **q}) for q in meta["problems"]]
+    for q in problems:
+        q.floor_sw = q.floor_sw2
     md = ["# sdekit vs peers: best Fréchet distance per library per NFE bucket", "",
-          "Cell: best FD (method, setting, counted NFE) among configurations with counted NFE ≤ the bucket and > "
-          "the previous bucket; each configuration's FD is its mean over the seeds (every run of a problem and "
-          "seed starts from the same x_T). Wall-clock numbers come from a 2-core CPU box, one torch thread.", ""]
+          "Cell: best value (method, setting, counted NFE) among configurations with counted NFE ≤ the bucket and > "
+          "the previous bucket; each configuration's value is its mean over the seeds, ± the standard error of "
+          "that mean when there are several (every run of a problem and seed starts from the same x_T). "
+          "Wall-clock numbers come from a 2-core CPU box, one torch thread.", ""]
     for p in problems:
         md += [best_table(records, p, budgets, libs), ""]
         for metric in ("fd_proj", "sw2"):  # the extra tables, where that metric was computed
@@ -331,12 +358,12 @@ def main(argv: list[str] | None = None) -> dict:
                 md += [best_table(records, p, budgets, libs, metric), ""]
         plot(records, p, budgets, f"{stem}_{p.name}.png")
     if overhead:
-        md += [f"## Solver overhead per NFE (wall minus time in the model), {args.overhead_samples}x64 float32, "
+        md += [f"## Solver overhead per NFE (wall minus time in the model), {overhead_samples or ''}x64 float32, "
                "VP, ~100 NFE", "", overhead_table(overhead), ""]
     with open(stem + ".md", "w") as fh:
         fh.write("\n".join(md))
     print("\n".join(md))
-    return result
+    return "\n".join(md)
 
 
 if __name__ == "__main__":
