@@ -42,7 +42,7 @@ def main() -> None:
     torch.manual_seed(args.seed)
     sde = sdekit.VPSDE()
     mix = GaussianMixture.random(dim=args.dim, components=4, generator=torch.Generator().manual_seed(args.seed))
-    exact_score = mix.score_fn(sde)
+    exact_score = mix.score_fn(sde, matmul=True)
     timer = {"s": 0.0}
 
     def score(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -123,7 +123,7 @@ def work_precision(n: int, dim: int, problems: int) -> None:
         ratios_all = []
         for seed in range(problems):
             mix = GaussianMixture.random(dim=dim, components=4, generator=torch.Generator().manual_seed(seed))
-            score = mix.score_fn(sde)
+            score = mix.score_fn(sde, matmul=True)
             x_T = sde.prior_sample((n, dim), generator=torch.Generator().manual_seed(seed + 1), dtype=torch.float64)
             ref = sdekit.solve(score, sde, "ode_adaptive", x_T=x_T, rtol=1e-11, atol=1e-11, denoise=False).x
             proc = sdekit.ReverseProcess(sde, score, lam=0.0)

@@ -136,61 +136,73 @@ class GaussianMixture:
         return xf, a, s, mu, sd, logw
 
     def _shared_time(self, x: Tensor, a: Tensor, s: Tensor) -> bool:
-        """Whether every sample is at the same time (then the quadratic forms are matrix products)."""
+        """Whether every sample is at the same time (then the per-component variances are shared)."""
         return x.shape[0] <= 1 or bool((a == a[:1]).all() & (s == s[:1]).all())
 
-    def component_log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
-        """``log w_k + log N_k(x)`` at time ``t``: shape ``(B, K)``, float64."""
+    def _logits(self, x: Tensor, t: Tensor | None, sde: SDE | None, matmul: bool):
+        """``(logits (B, K), terms)`` with ``terms`` the per-component pieces the score reuses."""
         xf, a, s, mu, sd, logw = self._component_terms(x, sde, t)
-        if self._shared_time(xf, a, s):
-            # one time for the batch: sum_d (x - a mu)^2 / v = x^2 @ (1/v) - 2a x @ (mu/v) + a^2 mu^2/v
-            a0, s0 = a[:1], s[:1]
-            v = a0 * a0 * sd * sd + s0 * s0                      # (K, d)
-            inv = 1.0 / v
+        shared = self._shared_time(xf, a, s)
+        if shared:
+            a, s = a[:1], s[:1]
+        var = a.unsqueeze(1) * a.unsqueeze(1) * (sd * sd) + (s * s).unsqueeze(1)   # (1 or B, K, d)
+        if shared and matmul:
+            # sum_d (x - a mu)^2 / v = x^2 @ (1/v) - 2a x @ (mu/v) + a^2 mu^2/v
+            inv, a0 = 1.0 / var[0], a[0, 0]
             mi = mu * inv
-            const = logw - 0.5 * (a0[0] * a0[0] * (mu * mi).sum(1) + torch.log(2 * math.pi * v).sum(1))
-            return const - 0.5 * ((xf * xf) @ inv.T) + a0 * (xf @ mi.T)
+            const = logw - 0.5 * (a0 * a0 * (mu * mi).sum(1) + torch.log(2 * math.pi * var[0]).sum(1))
+            return const - 0.5 * ((xf * xf) @ inv.T) + a0 * (xf @ mi.T), (xf, a, mu, var, True)
+        logdet = torch.log(2 * math.pi * var).sum(-1)                                  # (1 or B, K)
         out = []
         for k in range(mu.shape[0]):
-            var = a * a * sd[k] ** 2 + s * s
             r = xf - a * mu[k]
-            out.append(logw[k] - 0.5 * ((r * r / var) + torch.log(2 * math.pi * var)).sum(1))
-        return torch.stack(out, 1)
+            out.append(logw[k] - 0.5 * ((r * r / var[:, k]).sum(1) + logdet[:, k]))
+        return torch.stack(out, 1), (xf, a, mu, var, False)
 
-    def log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
+    def component_log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None, *,
+                           matmul: bool = False) -> Tensor:
+        """``log w_k + log N_k(x)`` at time ``t``: shape ``(B, K)``, float64 (``matmul``: see :meth:`score`)."""
+        return self._logits(x, t, sde, matmul)[0]
+
+    def log_prob(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None, *,
+                 matmul: bool = False) -> Tensor:
         """Exact log-density of ``p_t`` (``p_0`` when ``t``/``sde`` are omitted), shape ``(B,)``, float64."""
-        return torch.logsumexp(self.component_log_prob(x, t, sde), 1)
+        return torch.logsumexp(self.component_log_prob(x, t, sde, matmul=matmul), 1)
 
-    def posterior(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None) -> Tensor:
+    def posterior(self, x: Tensor, t: Tensor | None = None, sde: SDE | None = None, *,
+                  matmul: bool = False) -> Tensor:
         """Exact noisy classifier ``p_t(component = k | x)``, shape ``(B, K)``."""
-        return _softmax_rows(self.component_log_prob(x, t, sde))
+        return _softmax_rows(self.component_log_prob(x, t, sde, matmul=matmul))
 
-    def score(self, x: Tensor, t: Tensor, sde: SDE) -> Tensor:
-        """Exact score ``grad_x log p_t(x)``, in ``x``'s shape, dtype and device.
+    def score(self, x: Tensor, t: Tensor, sde: SDE, *, matmul: bool = False) -> Tensor:
+        """Exact score ``grad_x log p_t(x)``, in ``x``'s shape, dtype and device (computed in float64).
 
-        Computed in float64. When the whole batch shares one time (every fixed-grid solver) the
-        component sums are ``(B, d) @ (d, K)`` matrix products, a few passes over the batch whatever
-        the number of components; per-sample times take one pass per component.
+        By default each sample's score is computed from its own row alone, so results are identical
+        bit for bit whatever the batch it sits in (the batch-invariance tests rely on that). With
+        ``matmul=True`` and one time for the whole batch (every fixed-grid solver), the component
+        sums are ``(B, d) @ (d, K)`` matrix products: several times faster for many dimensions or
+        components, but the BLAS may round a row differently in batches of different sizes.
         """
-        xf, a, s, mu, sd, logw = self._component_terms(x, sde, t)
-        r = _softmax_rows(self.component_log_prob(x, t, sde))
-        if self._shared_time(xf, a, s):
-            inv = 1.0 / (a[:1] * a[:1] * sd * sd + s[:1] * s[:1])   # (K, d)
-            out = a[:1] * (r @ (mu * inv)) - xf * (r @ inv)
+        logits, (xf, a, mu, var, mm) = self._logits(x, t, sde, matmul)
+        r = _softmax_rows(logits)
+        if mm:
+            inv = 1.0 / var[0]                                                        # (K, d)
+            out = a * (r @ (mu * inv)) - xf * (r @ inv)
             return out.reshape(x.shape).to(x.dtype)
         out = torch.zeros_like(xf)
         for k in range(mu.shape[0]):
-            var = a * a * sd[k] ** 2 + s * s
-            out -= r[:, k:k + 1] * (xf - a * mu[k]) / var
+            out -= r[:, k:k + 1] * (xf - a * mu[k]) / var[:, k]
         return out.reshape(x.shape).to(x.dtype)
 
-    def score_fn(self, sde: SDE):
-        """The exact score as a ``score_fn(x, t)`` for ``sdekit.sample``."""
+    def score_fn(self, sde: SDE, *, matmul: bool = False):
+        """The exact score as a ``score_fn(x, t)`` for ``sdekit.sample`` (``matmul``: see :meth:`score`)."""
         if not isinstance(sde, SDE):
             raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        if not isinstance(matmul, bool):
+            raise TypeError(f"matmul must be a bool, got {type(matmul).__name__}")
 
         def score_fn(x: Tensor, t: Tensor) -> Tensor:
-            return self.score(x, t, sde)
+            return self.score(x, t, sde, matmul=matmul)
 
         return score_fn
 

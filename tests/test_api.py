@@ -198,15 +198,19 @@ def _brute_force_score(mix, x, t, sde):
 @pytest.mark.parametrize("shared", [True, False], ids=["shared-t", "per-sample-t"])
 @pytest.mark.parametrize("sde", [sdekit.VPSDE(), sdekit.VESDE()], ids=["vp", "ve"])
 def test_oracle_score_both_paths_match_the_definition(sde, shared):
-    """The matrix-product path (one time for the batch) and the per-component path agree with the formula."""
+    """Both paths (per-component rows, matrix products for one shared time) agree with the formula."""
     mix = GaussianMixture.random(7, 5, generator=torch.Generator().manual_seed(8))
     x = torch.randn(24, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(9)) * 2.5
     for t0 in (sde.eps, 0.03, 0.4, sde.T):
         t = torch.full((24,), t0, dtype=torch.float64) if shared else torch.linspace(t0, 1.0, 24, dtype=torch.float64)
         ref = _brute_force_score(mix, x, t, sde)
-        torch.testing.assert_close(mix.score(x, t, sde), ref, rtol=1e-9, atol=1e-9 * float(ref.abs().max()))
-        lp = torch.stack([mix.log_prob(x[i:i + 1], t[i:i + 1], sde)[0] for i in range(24)])
-        torch.testing.assert_close(mix.log_prob(x, t, sde), lp, rtol=1e-10, atol=1e-10)
+        for mm in (False, True):
+            torch.testing.assert_close(mix.score(x, t, sde, matmul=mm), ref, rtol=1e-9,
+                                       atol=1e-9 * float(ref.abs().max()))
+            lp = torch.stack([mix.log_prob(x[i:i + 1], t[i:i + 1], sde)[0] for i in range(24)])
+            torch.testing.assert_close(mix.log_prob(x, t, sde, matmul=mm), lp, rtol=1e-10, atol=1e-10)
+        # the default path is batch-invariant bit for bit
+        assert torch.equal(mix.score(x, t, sde)[5:], mix.score(x[5:], t[5:], sde))
 
 
 def test_oracle_log_prob_and_moments_are_exact():

@@ -122,7 +122,7 @@ def make_problem(dim: int, sde_name: str, samples: int, *, seed: int = 0, floor_
             fps.append(p.fd_proj(other))
     p.floor_fd, p.floor_sw = sum(fds) / len(fds), sum(sws) / len(sws)
     p.floor_fd_proj = sum(fps) / len(fps) if fps else float("nan")
-    p.score = mix.score_fn(sde)  # matrix products when the batch shares one time
+    p.score = mix.score_fn(sde, matmul=True)  # matrix products when the batch shares one time
     return p
 
 
