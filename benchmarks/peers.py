@@ -247,14 +247,20 @@ def main(argv: list[str] | None = None) -> dict:
                          " 'default' for none)")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    ap.add_argument("--render", default=None, metavar="JSON",
-                    help="only rebuild the tables and plots from a saved peers*.json (written next to it)")
+    ap.add_argument("--render", nargs="+", default=None, metavar="JSON",
+                    help="only rebuild the tables and plots from saved peers*.json files: runs of later files "
+                         "replace those of earlier ones with the same problem, library, method, setting and seed "
+                         "(re-running one library after a change); written next to the first, or to --tag")
     args = ap.parse_args(argv)
     if args.render:
-        with open(args.render) as fh:
-            saved = json.load(fh)
-        report(saved, args.render.removesuffix(".json"),
-               overhead_samples=args.overhead_samples if saved.get("overhead") else None)
+        saved = merge_results(args.render)
+        stem = (os.path.join(args.out, "peers-" + args.tag) if args.tag
+                else args.render[0].removesuffix(".json"))
+        if args.tag:
+            os.makedirs(args.out, exist_ok=True)
+            with open(stem + ".json", "w") as fh:
+                json.dump(saved, fh, indent=1)
+        report(saved, stem, overhead_samples=args.overhead_samples if saved.get("overhead") else None)
         return saved
 
     if args.quick:  # tiny defaults; anything given explicitly still wins
@@ -337,6 +343,30 @@ def main(argv: list[str] | None = None) -> dict:
         json.dump(result, fh, indent=1)
     report(result, stem, overhead_samples=args.overhead_samples)
     return result
+
+
+def merge_results(paths: list[str]) -> dict:
+    """Load saved results; a run in a later file replaces the same configuration and seed of an earlier one."""
+    merged: dict | None = None
+    runs: dict[tuple, dict] = {}
+    for path in paths:
+        with open(path) as fh:
+            res = json.load(fh)
+        if merged is None:
+            merged = res
+        else:
+            known = {q["name"] for q in merged["meta"]["problems"]}
+            merged["meta"]["problems"] += [q for q in res["meta"]["problems"] if q["name"] not in known]
+            merged["meta"]["libraries"] += [lib for lib in res["meta"]["libraries"]
+                                            if lib not in merged["meta"]["libraries"]]
+            merged["meta"]["budgets"] = sorted(set(merged["meta"]["budgets"]) | set(res["meta"]["budgets"]))
+            merged["meta"].setdefault("merged_from", [paths[0]]).append(path)
+            merged["overhead"] = merged.get("overhead", []) + res.get("overhead", [])
+        for r in res["runs"]:
+            runs[(r["problem"], r["library"], r["method"], r["setting"], r.get("seed"))] = r
+    assert merged is not None
+    merged["runs"] = list(runs.values())
+    return merged
 
 
 def report(result: dict, stem: str, *, overhead_samples: int | None = None) -> str:

@@ -109,3 +109,18 @@ def test_seed_means_average_fd_and_drop_failed_configurations():
     out = {r["setting"]: r for r in peers.seed_means(rows)}
     assert out["s"]["fd"] == 2.0 and out["s"]["seeds"] == 2 and math.isclose(out["s"]["sw2"], 0.2)
     assert math.isnan(out["t"]["fd"]) and not out["t"]["finite"]
+
+
+def test_merge_results_replaces_reruns(tmp_path):
+    def result(fd, lib="sdekit", problem="2d-vp"):
+        meta = {"budgets": [10], "libraries": [lib], "problems": [{"name": problem, "samples": 5}]}
+        run = {"problem": problem, "library": lib, "method": "m", "setting": "s", "seed": 0, "fd": fd}
+        return {"meta": meta, "runs": [run]}
+    paths = []
+    for i, res in enumerate([result(1.0), result(2.0, lib="k-diffusion"), result(0.5)]):
+        paths.append(str(tmp_path / f"r{i}.json"))
+        with open(paths[-1], "w") as fh:
+            json.dump(res, fh)
+    merged = peers.merge_results(paths)
+    fds = {r["library"]: r["fd"] for r in merged["runs"]}
+    assert fds == {"sdekit": 0.5, "k-diffusion": 2.0} and merged["meta"]["libraries"] == ["sdekit", "k-diffusion"]
