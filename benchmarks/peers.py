@@ -239,7 +239,8 @@ def main(argv: list[str] | None = None) -> dict:
                     help="run every configuration from this many x_T draws (and noise seeds); tables average FD "
                          "over them, so that a ranking is not one draw's luck")
     ap.add_argument("--match", default=None,
-                    help="run only the configurations whose 'library:method:setting' matches this regular expression")
+                    help="run (or, with --render, show) only the configurations whose 'library:method:setting' matches "
+                         "this regular expression")
     ap.add_argument("--sw2", action=argparse.BooleanOptionalAction, default=True,
                     help="also compute sliced W2 to an exact sample set (a sort per projection; slow at 5000+ samples)")
     ap.add_argument("--schedules", default=None,
@@ -254,6 +255,9 @@ def main(argv: list[str] | None = None) -> dict:
     args = ap.parse_args(argv)
     if args.render:
         saved = merge_results(args.render)
+        if args.match:  # render only the matching configurations
+            keep = re.compile(args.match)
+            saved["runs"] = [r for r in saved["runs"] if keep.search(f"{r['library']}:{r['method']}:{r['setting']}")]
         stem = (os.path.join(args.out, "peers-" + args.tag) if args.tag
                 else args.render[0].removesuffix(".json"))
         if args.tag:

@@ -1,4 +1,5 @@
-"""Every sdekit solver in ``sdekit.solvers.available()`` (correctors excluded), picked up from the registry.
+"""Every sdekit solver in ``sdekit.solvers.available()`` (correctors and the ``torchdiffeq`` bridge excluded),
+picked up from the registry.
 
 Fixed-step solvers run at each NFE budget (``nfe=`` sizing, Tweedie denoising included) on
 their default schedule and on the log-SNR, Karras and uniform grids; adaptive solvers run at
@@ -16,6 +17,9 @@ import sdekit
 from .common import Problem, RunSpec
 
 LIBRARY = "sdekit"
+#: registered solvers that run another library's method through sdekit's API: they belong to that
+#: library's column (torchdiffeq's own runs), not to sdekit's
+BRIDGES = {"torchdiffeq"}
 SCHEDULES = ("logsnr", "karras", "uniform")
 
 
@@ -35,7 +39,7 @@ def specs(p: Problem, budgets: list[int], *, tolerances: list[float], solvers: l
           schedules: tuple[str, ...] = SCHEDULES) -> list[RunSpec]:
     out = []
     for info in sdekit.solvers.available():
-        if info.kind == "corrector" or (solvers is not None and info.name not in solvers):
+        if info.kind == "corrector" or info.name in BRIDGES or (solvers is not None and info.name not in solvers):
             continue
         name = info.name
         if info.adaptive:
