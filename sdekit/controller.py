@@ -18,6 +18,7 @@ which equals the RMS norm over the flattened state that scipy and torchdiffeq us
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -104,20 +105,41 @@ class PIController:
             e = torch.sqrt((e * e).mean()).expand(e.shape[0])
         return e
 
-    def initial_step(self, x: Tensor, f0: Tensor | None, span: float) -> Tensor:
-        """First step size per sample (float64): ``h0``, else ``0.01 ||x|| / ||f0||`` in the scaled norm
-        (Hairer, Nørsett & Wanner, II.4, without the second evaluation), at most 1% of the span."""
+    def _pooled(self, v: Tensor, x: Tensor) -> Tensor:
+        """Scaled RMS norm of ``v`` per sample (float64), pooled over the batch when not per-sample."""
+        d = self._norm(v, x, x).to(torch.float64)
+        return d if self.per_sample else torch.sqrt((d * d).mean()).expand(d.shape[0])
+
+    def initial_step(self, x: Tensor, f0: Tensor | None, span: float, *,
+                     drift: Callable[[Tensor, Tensor], Tensor] | None = None, t0: Tensor | None = None,
+                     direction: float = -1.0) -> Tensor:
+        """First step size per sample (float64).
+
+        ``h0`` when given. Otherwise the rule of Hairer, Nørsett & Wanner (*Solving ODEs I*, II.4) from
+        the scaled norms ``d0 = ||x||``, ``d1 = ||f0||``: a trial ``h = 0.01 d0 / d1``; with ``drift``
+        (deterministic solvers; one more evaluation, counted like any other) the derivative at the
+        trial point gives ``d2 = ||f1 - f0|| / h`` and the step ``(0.01 / max(d1, d2))^(1/(p+1))``
+        (``p = err_order``), at most ``100 h``. Without ``drift`` (or ``f0``) the trial step, at most
+        1% of the span, is used and the controller grows it within a few steps.
+        """
         b = x.shape[0]
         if self.h0 is not None:
             return torch.full((b,), min(self.h0, span), dtype=torch.float64, device=x.device)
         if f0 is None:
             return torch.full((b,), 0.01 * span, dtype=torch.float64, device=x.device)
-        d0 = self._norm(x, x, x).to(torch.float64)
-        d1 = self._norm(f0, x, x).to(torch.float64)
-        if not self.per_sample:
-            d0, d1 = torch.sqrt((d0 * d0).mean()).expand(b), torch.sqrt((d1 * d1).mean()).expand(b)
+        d0, d1 = self._pooled(x, x), self._pooled(f0, x)
         h = torch.where((d0 < 1e-5) | (d1 < 1e-5), torch.full_like(d0, 1e-6 * span), 0.01 * d0 / d1)
-        return torch.clamp(h, max=0.01 * span)  # the controller grows it within a few steps
+        if drift is None or t0 is None:
+            return torch.clamp(h, max=0.01 * span)
+        h = torch.clamp(h, max=span)
+        hx = h.to(x.dtype).view(b, *([1] * (x.ndim - 1)))
+        f1 = drift(x + direction * hx * f0, t0 + direction * h.to(t0.dtype))
+        d2 = self._pooled(f1 - f0, x) / h
+        big = torch.maximum(d1, d2)
+        h1 = torch.where(big <= 1e-15, torch.clamp(h * 1e-3, min=1e-6 * span),
+                         (0.01 / big.clamp(min=1e-300)) ** (1.0 / (self.err_order + 1)))
+        h1 = torch.clamp(torch.minimum(100 * h, h1), max=span)
+        return torch.where(torch.isfinite(h1) & (h1 > 0), h1, torch.clamp(h, max=0.01 * span))  # a bad trial point
 
     def factor(self, e: Tensor, e_prev: Tensor, accepted: Tensor) -> Tensor:
         """Step-size factor per sample given this step's error ``e`` (float64, ``(batch,)``)."""

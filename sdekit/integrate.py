@@ -167,7 +167,8 @@ def _save_indices(save_at: Sequence[float] | str | None, grid: Tensor) -> dict[i
 class _AdaptiveRun:
     """Bookkeeping of an adaptive run inside :func:`integrate`: per-sample times, steps and counters."""
 
-    def __init__(self, solver: Solver, grid: Tensor, x: Tensor, noise: NoiseSource, state: dict) -> None:
+    def __init__(self, solver: Solver, grid: Tensor, x: Tensor, noise: NoiseSource, state: dict,
+                 process: Any = None) -> None:
         self.ctrl = solver.controller()
         b, dev = x.shape[0], x.device
         self.grid = grid.to(device=dev, dtype=torch.float64)
@@ -176,7 +177,11 @@ class _AdaptiveRun:
         self.t = self.grid[0].expand(b).clone()
         self.seg = torch.zeros(b, dtype=torch.long, device=dev)  # samples are between grid[seg] and grid[seg+1]
         f0 = state.get("k") if isinstance(state.get("k"), Tensor) else None
-        self.h = self.ctrl.initial_step(x, f0, abs(float(grid[1]) - float(grid[0])))
+        # deterministic solvers pick the first step from a second drift evaluation (Hairer's rule)
+        drift = process.drift if (process is not None and not solver.stochastic and f0 is not None) else None
+        self.h = self.ctrl.initial_step(x, f0, abs(float(grid[1]) - float(grid[0])), drift=drift,
+                                        t0=self.grid[0].to(x.dtype).expand(b),
+                                        direction=1.0 if float(grid[-1]) > float(grid[0]) else -1.0)
         self.e_prev = torch.ones(b, dtype=torch.float64, device=dev)
         self.n_acc = torch.zeros(b, dtype=torch.long, device=dev)
         self.n_rej = torch.zeros(b, dtype=torch.long, device=dev)
@@ -291,7 +296,8 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
     state = solver.init(process, x, ts[0].expand(b))
     state.setdefault("grid", ts)  # the whole fixed grid, for solvers that plan ahead (lower-order final steps)
     # adaptive solvers with a controller step under it; others (torchdiffeq) take one step per interval
-    run = _AdaptiveRun(solver, grid, x, noise, state) if solver.adaptive and hasattr(solver, "controller") else None
+    run = (_AdaptiveRun(solver, grid, x, noise, state, process)
+           if solver.adaptive and hasattr(solver, "controller") else None)
     if run is not None:
         if condition is not None:
             raise ValueError(f"condition= is not supported with the adaptive solver {solver.name!r}; "
