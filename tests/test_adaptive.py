@@ -273,5 +273,6 @@ def test_initial_step_from_a_second_evaluation_saves_steps_under_ve(per_sample):
     auto = sdekit.solve(mix.score_fn(sde), sde, "ode_adaptive", **kw)
     small = sdekit.solve(mix.score_fn(sde), sde, "ode_adaptive", h0=0.01 * (sde.T - sde.eps), **kw)
     assert auto.nfe < 0.9 * small.nfe, (auto.nfe, small.nfe)  # measured 68 vs 79 (shared step)
-    err_auto, err_small = (float((s.x - exact).abs().max()) for s in (auto, small))
-    assert err_auto < 3 * err_small + 1e-6, (err_auto, err_small)
+    # and the answer still meets the tolerance (measured 2.8e-4 with |x| ~ 2.6)
+    err = float((auto.x - exact).abs().max())
+    assert err < 1e-3 * (1 + float(exact.abs().max())), err
