@@ -11,8 +11,8 @@ them the same way as for sdekit's own solvers. The driver takes one step per gri
 ``max_steps`` bounds torchdiffeq's step attempts per interval (:class:`~sdekit.integrate.MaxStepsError`)
 and a step-size underflow inside torchdiffeq (NaN from the score, say) becomes
 :class:`~sdekit.integrate.StepSizeUnderflowError`, both with the last state torchdiffeq tried.
-For the adaptive Runge–Kutta methods the first step is 1% of the interval (as ``ode_adaptive``'s
-at most; ``odeint_options={"first_step": ...}`` overrides it) and the end time is passed as
+For the adaptive Runge–Kutta methods the first step is 1% of the interval
+(``odeint_options={"first_step": ...}`` overrides it) and the end time is passed as
 ``step_t``, so the last step
 stops exactly there: torchdiffeq otherwise steps past the end and interpolates back, which
 evaluates the score beyond ``eps`` (at ``t < 0`` for a VP SDE, where ``sigma`` is NaN).
@@ -77,7 +77,7 @@ class TorchdiffeqODE(Solver):
         if self._rk_adaptive:
             opts = dict(opts or {})
             opts.setdefault("step_t", torch.tensor([b], dtype=torch.float64))
-            opts.setdefault("first_step", 0.01 * abs(b - a))  # the same first step as ode_adaptive's at most
+            opts.setdefault("first_step", 0.01 * abs(b - a))
         ts = torch.tensor([a, b], dtype=torch.float64 if x.dtype == torch.float64 else torch.float32, device=x.device)
         try:
             with torch.no_grad():
