@@ -180,8 +180,7 @@ class _AdaptiveRun:
         # deterministic solvers pick the first step from a second drift evaluation (Hairer's rule)
         drift = process.drift if (process is not None and not solver.stochastic and f0 is not None) else None
         self.h = self.ctrl.initial_step(x, f0, abs(float(grid[1]) - float(grid[0])), drift=drift,
-                                        t0=self.grid[0].to(x.dtype).expand(b),
-                                        direction=1.0 if float(grid[-1]) > float(grid[0]) else -1.0)
+                                        t0=self.grid[0].to(x.dtype).expand(b), direction=self.direction)
         self.e_prev = torch.ones(b, dtype=torch.float64, device=dev)
         self.n_acc = torch.zeros(b, dtype=torch.long, device=dev)
         self.n_rej = torch.zeros(b, dtype=torch.long, device=dev)

@@ -36,7 +36,11 @@ def moments(x: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def _moments(name: str, x: Tensor) -> tuple[Tensor, Tensor]:
-    xf = _samples(name, x)
+    return _moments_of(name, _samples(name, x))
+
+
+def _moments_of(name: str, xf: Tensor) -> tuple[Tensor, Tensor]:
+    """Mean and unbiased covariance of already checked ``(n, d)`` float64 samples."""
     if xf.shape[0] < 2:
         raise ValueError(f"{name} needs at least 2 samples for a covariance, got {xf.shape[0]}")
     m = xf.mean(0)
@@ -51,7 +55,8 @@ def _sqrtm_psd(c: Tensor) -> Tensor:
 
 def frechet_to_moments(x: Tensor, mean: Tensor, cov: Tensor) -> float:
     """Fréchet distance between the Gaussian fitted to samples ``x`` and ``N(mean, cov)``."""
-    m1, c1 = moments(x)
+    xf = _samples("x", x)
+    m1, c1 = _moments_of("x", xf)
     for name, v in (("mean", mean), ("cov", cov)):
         if not isinstance(v, Tensor):
             raise TypeError(f"{name} must be a tensor, got {type(v).__name__}")
@@ -63,8 +68,7 @@ def frechet_to_moments(x: Tensor, mean: Tensor, cov: Tensor) -> float:
         d = m1.shape[0]
         raise ValueError(f"mean of shape {tuple(m2.shape)} / cov of shape {tuple(c2.shape)} do not match samples "
                          f"of dimension {d} (expected mean ({d},) and cov ({d}, {d}))")
-    fd = ((m1 - m2) ** 2).sum() + torch.trace(c1) + torch.trace(c2) - 2 * _trace_sqrt_product(
-        _samples("x", x).to(m1.device), m1, c1, c2)
+    fd = ((m1 - m2) ** 2).sum() + torch.trace(c1) + torch.trace(c2) - 2 * _trace_sqrt_product(xf, m1, c1, c2)
     return float(torch.clamp(fd, min=0.0))
 
 
