@@ -105,7 +105,7 @@ def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *,
 
 
 def seed_means(records: list[dict]) -> list[dict]:
-    """One row per configuration (problem, library, method, setting): FD and sliced W2 averaged over its seeds.
+    """One row per configuration (problem, library, method, setting): each metric averaged over its seeds.
 
     A configuration counts only if every seed finished with finite samples; its NFE is the largest
     counted over the seeds (adaptive runs may differ from seed to seed).
@@ -136,6 +136,11 @@ def seed_means(records: list[dict]) -> list[dict]:
 METRICS = {"fd": "FD", "sw2": "sliced W2", "fd_proj": "FD in 32 projected dimensions"}
 
 
+def floor_of(problem: Problem, metric: str) -> float:
+    """The exact-sample floor of ``metric`` (one of :data:`METRICS`) on ``problem``."""
+    return {"fd": problem.floor_fd, "sw2": problem.floor_sw, "fd_proj": problem.floor_fd_proj}[metric]
+
+
 def best_table(records: list[dict], problem: Problem, budgets: list[int], libraries: list[str],
                metric: str = "fd") -> str:
     """Best seed-averaged ``metric`` per library per NFE bucket (see :func:`seed_means`)."""
@@ -143,7 +148,7 @@ def best_table(records: list[dict], problem: Problem, budgets: list[int], librar
     rows = [r for r in means if r["bucket"] is not None and math.isfinite(r.get(metric, float("nan")))]
     libs = [lib for lib in libraries if any(r["library"] == lib for r in rows)]
     seeds = max((r["seeds"] for r in means), default=1)
-    floor = {"fd": problem.floor_fd, "sw2": problem.floor_sw, "fd_proj": problem.floor_fd_proj}[metric]
+    floor = floor_of(problem, metric)
     lines = [f"### {problem.name}: {METRICS[metric]} ({problem.samples} samples, averaged over {seeds} seed(s) of "
              f"x_T and noise; exact-sample floor = {floor:.4g})", "",
              "| NFE ≤ | " + " | ".join(libs) + " | sdekit / best peer |",
@@ -206,7 +211,7 @@ def plot(records: list[dict], problem: Problem, budgets: list[int], path: str, m
         if env:
             ax.plot(*zip(*env), "-o", ms=4, color=pts.get_facecolor()[0][:3], label=lib,
                     lw=2.5 if lib == "sdekit" else 1.2)
-    floor = {"fd": problem.floor_fd, "sw2": problem.floor_sw, "fd_proj": problem.floor_fd_proj}[metric]
+    floor = floor_of(problem, metric)
     ax.axhline(floor, ls="--", color="k", lw=1, label="exact samples")
     ax.set_xscale("log")
     ax.set_yscale("log")
