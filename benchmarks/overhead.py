@@ -58,23 +58,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _best_time(fn, device, repeats: int) -> float:
-    fn()
-    _sync(device)
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append(time.perf_counter() - t0)
-    return min(ts)  # contention only adds time: the minimum is the least noisy estimate
-
-
 def _timed_once(fn, device) -> float:
     t0 = time.perf_counter()
     fn()
     _sync(device)
     return time.perf_counter() - t0
+
+
+def _best_time(fn, device, repeats: int) -> float:
+    _timed_once(fn, device)  # warm-up
+    return min(_timed_once(fn, device) for _ in range(repeats))  # contention only adds time: the least noisy
 
 
 def run(device: torch.device, steps: int, repeats: int, backend: str) -> list[dict]:
@@ -98,12 +91,10 @@ def run(device: torch.device, steps: int, repeats: int, backend: str) -> list[di
         inside = {"s": 0.0}
 
         def timed(x, t, f=score_fn, inside=inside):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            _sync(device)
             t0 = time.perf_counter()
             out = f(x, t)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
+            _sync(device)
             inside["s"] += time.perf_counter() - t0
             return out
 
