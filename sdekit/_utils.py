@@ -10,6 +10,24 @@ import torch
 from torch import Tensor
 
 
+def _is_compiling_fn() -> Any:
+    fn = getattr(getattr(torch, "compiler", None), "is_compiling", None)  # torch >= 2.3
+    if fn is None:
+        from torch import _dynamo
+
+        fn = _dynamo.is_compiling
+    return fn
+
+
+_is_compiling = _is_compiling_fn()
+
+
+def compiling() -> bool:
+    """Whether this code is being traced by ``torch.compile`` (host reads and Python-side dispatch
+    would split its graph)."""
+    return _is_compiling()
+
+
 def bcast(c: Tensor | float, x: Tensor) -> Tensor | float:
     """View a per-sample coefficient of shape ``(batch,)`` so it broadcasts against ``x``.
 

@@ -17,7 +17,8 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from .noise import BrownianNoise, BrownianPath, NoiseSource, StepNoise
+from .capture import recompile_budget, step_function
+from .noise import BrownianNoise, BrownianPath, NoiseSource
 from .solvers.base import Solver
 
 __all__ = ["integrate", "Solution", "StepInfo", "SamplingError", "NonFiniteError", "MaxStepsError",
@@ -256,7 +257,8 @@ class _AdaptiveRun:
 
 def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: NoiseSource, *,
               save_at: Sequence[float] | str | None = None, callback: Callable[[StepInfo], Any] | None = None,
-              progress: bool = False, check_finite: bool = True, condition: Any = None) -> Solution:
+              progress: bool = False, check_finite: bool = True, condition: Any = None,
+              compile: dict | None = None) -> Solution:
     """Integrate ``process`` with ``solver`` over the times ``grid`` starting from ``x``.
 
     Fixed-step solvers take one step per grid interval. Adaptive solvers (``solver.adaptive``)
@@ -281,6 +283,8 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
             solvers reject non-finite steps instead, ending in :class:`StepSizeUnderflowError`).
         condition: an object whose ``apply(process, x, t0, t1, noise) -> x`` projects the state after
             every step (inpainting, colorization: see :mod:`sdekit.guidance`); fixed-step solvers only.
+        compile: ``torch.compile`` options for the step (see :mod:`sdekit.capture`); ``None`` runs
+            eagerly. Fixed-step solvers only.
 
     Raises:
         NonFiniteError, MaxStepsError, StepSizeUnderflowError: subclasses of :class:`SamplingError`
@@ -302,6 +306,10 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
             raise ValueError(f"condition= is not supported with the adaptive solver {solver.name!r}; "
                              "use a fixed-step solver")
         noise = run.noise
+    if compile is not None and (run is not None or solver.adaptive):
+        raise ValueError(f"compile= captures fixed-step loops; {solver.name!r} is adaptive (it accepts or "
+                         "rejects steps on the host)")
+    step = step_function(compile, solver)
     guard = _FiniteGuard(check_finite and run is None, x, grid, n, solver.name, deferrable=callback is None)
     bar = None
     if progress:
@@ -310,44 +318,45 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
         bar = tqdm(total=n if run is None else None, desc=solver.name or type(solver).__name__, unit="step")
     i = 0  # steps taken (fixed grid: index of the current grid point)
     try:
-        while True:
+        with recompile_budget(compile):
+            while True:
+                if run is None:
+                    if i == n:
+                        break
+                    t0, t1 = ts[i].expand(b), ts[i + 1].expand(b)
+                else:
+                    if not bool((run.seg < n).any()):
+                        break
+                    if i >= run.ctrl.max_steps:
+                        raise MaxStepsError(f"adaptive solver {solver.name!r} reached max_steps={run.ctrl.max_steps} "
+                                            f"at t={run.t_now():.6g} before t={float(grid[-1]):.6g}; raise max_steps "
+                                            "or loosen rtol/atol. The last state is .x_last", i, run.t_now(), x.clone())
+                    t0, t1 = run.propose(x, i + 1)
+                x_prev = x
+                x, state, err = step(solver, process, t0, t1, x, state, noise)
+                i += 1
+                if run is None:
+                    if condition is not None:
+                        x = condition.apply(process, x, t0, t1, noise)
+                    guard.after_step(i - 1, x, x_prev)
+                    if i in saves:
+                        saved[i] = x.clone()
+                    t_done = float(grid[i])
+                else:
+                    x, state, reached = run.update(solver, x_prev, x, err, state)
+                    if saves and bool(reached.any()):
+                        for j in torch.unique(run.seg[reached]).tolist():
+                            if j in saves:
+                                rows = reached & (run.seg == j)
+                                saved.setdefault(j, torch.full_like(x, float("nan")))[rows] = x[rows]
+                    t_done = run.t_now()
+                if callback is not None:
+                    callback(StepInfo(i, t_done, x.clone(), process.nfe))
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(nfe=process.nfe, refresh=False)
             if run is None:
-                if i == n:
-                    break
-                t0, t1 = ts[i].expand(b), ts[i + 1].expand(b)
-            else:
-                if not bool((run.seg < n).any()):
-                    break
-                if i >= run.ctrl.max_steps:
-                    raise MaxStepsError(f"adaptive solver {solver.name!r} reached max_steps={run.ctrl.max_steps} "
-                                        f"at t={run.t_now():.6g} before t={float(grid[-1]):.6g}; raise max_steps "
-                                        "or loosen rtol/atol. The last state is .x_last", i, run.t_now(), x.clone())
-                t0, t1 = run.propose(x, i + 1)
-            x_prev = x
-            x, state, err = solver.step(process, t0, t1, x, state, StepNoise(noise, t0, t1, x))
-            i += 1
-            if run is None:
-                if condition is not None:
-                    x = condition.apply(process, x, t0, t1, noise)
-                guard.after_step(i - 1, x, x_prev)
-                if i in saves:
-                    saved[i] = x.clone()
-                t_done = float(grid[i])
-            else:
-                x, state, reached = run.update(solver, x_prev, x, err, state)
-                if saves and bool(reached.any()):
-                    for j in torch.unique(run.seg[reached]).tolist():
-                        if j in saves:
-                            rows = reached & (run.seg == j)
-                            saved.setdefault(j, torch.full_like(x, float("nan")))[rows] = x[rows]
-                t_done = run.t_now()
-            if callback is not None:
-                callback(StepInfo(i, t_done, x.clone(), process.nfe))
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(nfe=process.nfe, refresh=False)
-        if run is None:
-            guard.flush(n)
+                guard.flush(n)
     finally:
         if bar is not None:
             bar.close()

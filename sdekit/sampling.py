@@ -9,9 +9,11 @@ import torch
 from torch import Tensor
 
 from ._utils import check_int, check_real
+from .capture import check_compile, step_function
 from .grids import Schedule, get_grid
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
+from .kernels.philox import PhiloxNoise
 from .noise import GaussianNoise, NoiseSource
 from .process import ReverseProcess, ScoreFn
 from .sde import SDE
@@ -157,7 +159,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
           noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
           check_finite: bool = True, seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
-          condition: Any = None, backend: str | None = None, **solver_options: Any) -> Solution:
+          condition: Any = None, backend: str | None = None, compile: bool | dict = False,
+          **solver_options: Any) -> Solution:
     """Like :func:`sample` but returns the whole :class:`~sdekit.integrate.Solution`.
 
     Extra arguments beyond :func:`sample`'s:
@@ -166,13 +169,18 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         check_finite: stop with :class:`~sdekit.integrate.NonFiniteError` at the first NaN/Inf.
         backend: kernel backend for this call (``"auto"``, ``"triton"``, ``"torch"``; see
             :func:`sdekit.kernels.set_backend`); ``None`` keeps the global setting.
-        condition: see :func:`sample`.
+        condition, compile: see :func:`sample`.
     """
     if not isinstance(sde, SDE):
         raise TypeError(f"sde must be an sdekit.SDE (VPSDE, VESDE, ...), got {type(sde).__name__}")
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
     solver = resolve(solver, **solver_options)
+    compile_options = check_compile(compile)
+    if compile_options is not None and solver.adaptive:
+        raise ValueError(f"compile= captures fixed-step loops; solver {solver.name!r} is adaptive (it accepts or "
+                         "rejects steps on the host): use a fixed-step solver or compile=False")
+    step_function(compile_options, solver)  # torch.compile checks its options (backend, mode) here
     for name, flag in (("denoise", denoise), ("progress", progress), ("check_finite", check_finite)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
@@ -197,13 +205,18 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    if compile_options and compile_options.get("fullgraph") and solver.stochastic \
+            and not isinstance(noise, PhiloxNoise):
+        raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "
+                         "drawn inside the graph: pass noise=sdekit.kernels.philox.PhiloxNoise(seed) to "
+                         "sdekit.solve (generator= and seed= draw outside it, which splits the step's graph)")
     x, seeded = _resolve_start(sde, shape, x_T, device, dtype, generator, seed, indices)
     if seeded is not None:
         noise = seeded
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
                     save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
-                    condition=condition)
+                    condition=condition, compile=compile_options)
     if denoise:
         t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
         x_last = sol.x
@@ -223,7 +236,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
            device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
            progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
            seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
-           condition: Any = None, backend: str | None = None, **solver_options: Any) -> Tensor:
+           condition: Any = None, backend: str | None = None, compile: bool | dict = False,
+           **solver_options: Any) -> Tensor:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
 
     Args:
@@ -256,6 +270,12 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         condition: a projection applied after every step, e.g. :class:`sdekit.guidance.Inpainting`
             or :func:`sdekit.guidance.colorization` (works with every fixed-step solver; adaptive
             solvers refuse it).
+        compile: capture each fixed step (the score evaluations and the update together) with
+            ``torch.compile``: ``True`` for its defaults, or a dict of its options (e.g.
+            ``{"mode": "max-autotune"}``). A step compiles once per shape of the solver state, not
+            once per step, and later calls reuse it; noise from ``generator``/``seed`` is drawn
+            outside the graph, so the samples match the eager run's to rounding. Adaptive solvers
+            refuse it. See :mod:`sdekit.capture` and ``docs/kernels.md``.
         **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
 
     Returns:
@@ -270,4 +290,4 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
     return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
                  generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
                  callback=callback, seed=seed, indices=indices, condition=condition, backend=backend,
-                 **solver_options).x
+                 compile=compile, **solver_options).x

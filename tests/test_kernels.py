@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports sdekit.kernels.triton_kernels
+os.environ.setdefault("TRITON_INTERPRET", "1")  # before anything imports triton (conftest.py sets it first)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

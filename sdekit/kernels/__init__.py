@@ -30,6 +30,7 @@ from typing import Iterator, Sequence
 import torch
 from torch import Tensor
 
+from .._utils import compiling
 from . import reference
 
 __all__ = ["lincomb", "error_norm", "sq_norms", "lincomb_error_norm", "philox_normal",
@@ -107,6 +108,8 @@ def _eligible(tensors: Sequence[Tensor], coefs: Sequence[float | Tensor]) -> boo
 
 
 def _impl(tensors: Sequence[Tensor], coefs: Sequence[float | Tensor] = ()) -> ModuleType:
+    if compiling():  # inside torch.compile: the compiler fuses the reference's ops itself
+        return reference
     mode = _backend.get()
     if mode == "torch":
         return reference
@@ -193,6 +196,36 @@ def philox_normal(shape: Sequence[int], seed: int, draw: int, sample_offset: int
     See :func:`sdekit.kernels.reference.philox_normal` for the construction; the Triton
     kernel produces the same Philox integers, so the two agree to float rounding.
     """
+    if _philox_op is not None and compiling():  # one opaque node in the graph, the kernel at run time
+        return _philox_op(list(shape), seed, draw, sample_offset, torch.device(device or "cpu"), dtype)
+    return _philox_eager(list(shape), seed, draw, sample_offset, device, dtype)
+
+
+def _philox_eager(shape: list[int], seed: int, draw: int, sample_offset: int, device: torch.device | str | None,
+                  dtype: torch.dtype) -> Tensor:
     like = torch.empty((), device=device, dtype=dtype).expand(tuple(shape)) if all(shape) else None
     mod = reference if like is None else _impl([like])
     return mod.philox_normal(shape, seed, draw, sample_offset, device=device, dtype=dtype)
+
+
+def _register_philox_op() -> object | None:
+    """``sdekit::philox_normal`` as a custom op (torch >= 2.4), so ``torch.compile`` keeps the draw as one
+    node that runs the kernel (Triton or the reference) instead of tracing and compiling the 10 Philox
+    rounds of the reference (minutes of C++ compilation on CPU, and no Triton kernel on CUDA)."""
+    custom_op = getattr(torch.library, "custom_op", None)
+    if custom_op is None:
+        return None
+
+    @custom_op("sdekit::philox_normal", mutates_args=())
+    def op(shape: list[int], seed: int, draw: int, sample_offset: int, device: torch.device,
+           dtype: torch.dtype) -> Tensor:
+        return _philox_eager(shape, seed, draw, sample_offset, device, dtype)
+
+    @op.register_fake
+    def _(shape, seed, draw, sample_offset, device, dtype):
+        return torch.empty(shape, device=device, dtype=dtype)
+
+    return op
+
+
+_philox_op = _register_philox_op()

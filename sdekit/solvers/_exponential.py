@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._utils import check_real
+from .._utils import check_real, compiling
 from ..kernels import lincomb
 from .base import Solver, spare
 
@@ -53,6 +53,12 @@ def log_snr(sde: Any, t: Tensor) -> Tensor:
     return sde.log_snr(t.to(torch.float64))
 
 
+def _host_reads_free(t: Tensor) -> bool:
+    """Whether reading ``t`` on the host costs nothing: a CPU tensor outside ``torch.compile`` (which a
+    host read would split into two graphs)."""
+    return t.device.type == "cpu" and not compiling()
+
+
 def _shared(t: Tensor) -> bool:
     """Whether every sample of ``t`` has the same time, decided without reading a device tensor on the host.
 
@@ -62,7 +68,7 @@ def _shared(t: Tensor) -> bool:
     """
     if t.numel() == 1 or t.stride(-1) == 0:
         return True
-    return t.device.type == "cpu" and bool((t == t[0]).all())
+    return _host_reads_free(t) and bool((t == t[0]).all())
 
 
 def coef_times(*ts: Tensor) -> tuple[Tensor, ...]:
@@ -76,7 +82,7 @@ def phi(z: Tensor, n: int) -> list[Tensor]:
     """``[phi_0(z), ..., phi_{n-1}(z)]`` (see the module docstring), float64, stable for small ``z``."""
     z = z.to(torch.float64)
     small = z.abs() < _SERIES_BELOW
-    if z.device.type == "cpu":  # decide on the host: free here, a synchronisation on an accelerator
+    if _host_reads_free(z):  # decide on the host: free here, a synchronisation on an accelerator
         any_small, all_small = bool(small.any()), bool(small.all())
     else:  # branch-free: both forms, selected elementwise
         any_small, all_small = True, False
