@@ -10,7 +10,9 @@ and shapes reuse the compiled code.
 What stays outside the graph, by design:
 
 - noise drawn from a ``torch.Generator`` (``generator=``, ``seed=``): the draw is a graph break,
-  so a compiled run draws exactly the noise the eager run draws;
+  so a compiled run draws exactly the noise the eager run draws. :class:`~sdekit.kernels.philox.PhiloxNoise`
+  draws inside the graph, as one opaque op (``sdekit::philox_normal``) that runs the kernel, so
+  with it every solver's step is a single graph (``compile={"fullgraph": True}``);
 - the NaN/Inf guard, callbacks, saved states, ``condition=`` projections and the denoising step.
 
 Adaptive solvers decide on the host whether to accept a step, so they are refused.
@@ -74,7 +76,7 @@ def recompile_budget(options: dict | None) -> contextlib.AbstractContextManager:
 
 
 def step_function(options: dict | None, solver: Any = None) -> Callable:
-    """:func:`one_step`, or its ``torch.compile`` with ``options`` for ``solver``.
+    """:func:`one_step`, or its ``torch.compile`` with ``options`` for ``solver`` (adaptive solvers raise).
 
     Compiled code is cached on the function's code object, and torch recompiles a function a
     limited number of times (see :func:`recompile_budget`) before falling back to eager. So each
@@ -84,6 +86,9 @@ def step_function(options: dict | None, solver: Any = None) -> Callable:
     """
     if options is None:
         return one_step
+    if getattr(solver, "adaptive", False):
+        raise ValueError(f"compile= captures fixed-step loops; solver {solver.name!r} is adaptive (it accepts or "
+                         "rejects steps on the host): use a fixed-step solver or compile=False")
     key = (type(solver), repr(solver), tuple(sorted((k, repr(v)) for k, v in options.items())))
     fn = _compiled.get(key)
     if fn is None:

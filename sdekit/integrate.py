@@ -306,10 +306,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
             raise ValueError(f"condition= is not supported with the adaptive solver {solver.name!r}; "
                              "use a fixed-step solver")
         noise = run.noise
-    if compile is not None and (run is not None or solver.adaptive):
-        raise ValueError(f"compile= captures fixed-step loops; {solver.name!r} is adaptive (it accepts or "
-                         "rejects steps on the host)")
-    step = step_function(compile, solver)
+    step = step_function(compile, solver)  # refuses adaptive solvers
     guard = _FiniteGuard(check_finite and run is None, x, grid, n, solver.name, deferrable=callback is None)
     bar = None
     if progress:

@@ -177,10 +177,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
     solver = resolve(solver, **solver_options)
     compile_options = check_compile(compile)
-    if compile_options is not None and solver.adaptive:
-        raise ValueError(f"compile= captures fixed-step loops; solver {solver.name!r} is adaptive (it accepts or "
-                         "rejects steps on the host): use a fixed-step solver or compile=False")
-    step_function(compile_options, solver)  # torch.compile checks its options (backend, mode) here
+    step_function(compile_options, solver)  # refuses adaptive solvers; torch.compile checks backend, mode here
     for name, flag in (("denoise", denoise), ("progress", progress), ("check_finite", check_finite)):
         if not isinstance(flag, bool):
             raise TypeError(f"{name} must be a bool, got {type(flag).__name__}")
