@@ -6,9 +6,10 @@ reference (in place, into preallocated buffers) with CUDA events and reports::
     GB/s = bytes that must move (each input read once, each output written once) / time
 
 and that as a fraction of the measured ``copy_`` bandwidth of the device (target >= 80%),
-plus the speed-up over eager torch (target >= 2x for the multi-term updates). It then
-checks that fixed-step sampling makes no host synchronisation per step, with
-``torch.cuda.set_sync_debug_mode("warn")`` around the driver loop.
+plus the speed-up over eager torch (target >= 2x for the multi-term updates) and each kernel's
+largest error against the reference. It then checks that fixed-step sampling makes no host
+synchronisation per step, with ``torch.cuda.set_sync_debug_mode("warn")`` around the driver
+loop of every fixed-step solver.
 
 Without a CUDA device (or without triton) it says so and exits 0.
 
@@ -47,8 +48,8 @@ def _time_ms(fn, reps: int) -> float:
 
 
 def _cases(x: torch.Tensor, buf: torch.Tensor, vs: list[torch.Tensor], b: int):
-    """(name, bytes moved in units of the state size, triton fn, torch fn)."""
-    TK = sdekit.kernels.triton_kernels
+    """(name, bytes moved in units of the state size, triton fn, torch fn[, fn of the value to agree with])."""
+    from sdekit.kernels import triton_kernels as TK
     h = torch.full((b,), -0.01, device=x.device, dtype=x.dtype)
     c = torch.rand(b, device=x.device, dtype=x.dtype)
     rk4 = [1 / 6, 1 / 3, 1 / 3, 1 / 6]
@@ -74,39 +75,71 @@ def _cases(x: torch.Tensor, buf: torch.Tensor, vs: list[torch.Tensor], b: int):
          lambda: R.error_norm(vs[0], x, vs[1], 1e-3, 1e-5)),
         ("philox normals (in-kernel) vs torch.randn", 1,
          lambda: TK.philox_normal(x.shape, 1, 0, device=x.device, dtype=x.dtype),
-         lambda: torch.randn(x.shape, device=x.device, dtype=x.dtype)),
+         lambda: torch.randn(x.shape, device=x.device, dtype=x.dtype),
+         lambda: R.philox_normal(x.shape, 1, 0, device=x.device, dtype=x.dtype)),  # the value to agree with
     ]
 
 
-def sync_check(device: torch.device) -> dict[str, int]:
-    """Host syncs reported by torch inside the fixed-step driver loop, per solver (0 is the goal)."""
-    from sdekit.integrate import integrate
+def check_cases(cases) -> dict[str, float]:
+    """Largest error of each Triton update against the torch reference, relative to the largest value."""
+    errs = {}
+    for name, _, tri, ref, *value in cases:
+        want = (value[0] if value else ref)()
+        want = [w.clone() for w in want] if isinstance(want, tuple) else [want.clone()]
+        got = tri()
+        got = list(got) if isinstance(got, tuple) else [got]
+        errs[name] = max(float((g.double() - w.double()).abs().max() / w.double().abs().max().clamp(min=1e-30))
+                         for g, w in zip(got, want))
+    return errs
+
+
+def _score_net(dim: int, device: torch.device):
+    """A small MLP score: no host reads of its own, so every sync counted is the loop's."""
+    g = torch.Generator().manual_seed(0)
+    w1 = (torch.randn(dim + 1, 64, generator=g) / (dim + 1) ** 0.5).to(device)
+    w2 = (torch.randn(64, dim, generator=g) / 8.0).to(device)
+    return lambda x, t: torch.tanh(torch.cat([x, t[:, None]], 1) @ w1) @ w2 - x
+
+
+def sync_check(device: torch.device, steps: int = 40) -> dict[str, int]:
+    """Host syncs inside the fixed-step driver loop, per fixed-step solver (0 is the goal).
+
+    With ``check_finite=False``; the row ``"ode_euler + NaN guard"`` keeps the guard, which reads its
+    device flags every ``sdekit.integrate.FINITE_CHECK_EVERY`` steps and at the end, by design. On a
+    CPU it runs every solver once and counts nothing (there is no sync debug mode).
+    """
+    from sdekit.integrate import FINITE_CHECK_EVERY, integrate
     from sdekit.noise import GaussianNoise
     from sdekit.process import ReverseProcess
-    from sdekit.solvers import resolve
-    from sdekit.testing import GaussianMixture
+    from sdekit.solvers import available, resolve
 
     sde = sdekit.VPSDE()
-    mix = GaussianMixture.random(dim=16)
-    score = mix.score_fn(sde)
-    score32 = lambda x, t: score(x.double(), t.double()).float()
+    score = _score_net(16, device)
+    fixed = [i.name for i in available() if i.kind != "corrector" and not i.adaptive and i.name != "torchdiffeq"]
     out = {}
-    for name in ["euler_maruyama", "reverse_diffusion", "ancestral", "pc", "ode_heun", "ode_rk4"]:
+    for name, guard in [(n, False) for n in fixed] + [("ode_euler", True)]:
         solver = resolve(name)
-        grid = sdekit.grids.get_grid(solver.default_schedule, sde, 40).to(device)
+        grid = sdekit.grids.get_grid(solver.default_schedule, sde, steps)  # on the CPU, as sample() keeps it
         x = torch.randn(128, 16, device=device)
         noise = GaussianNoise(torch.Generator(device=device).manual_seed(0))
-        proc = ReverseProcess(sde, score32, lam=solver.lam)
-        integrate(proc, solver, grid, x, noise)  # warm-up (kernel compilation)
+
+        def run(solver=solver, grid=grid, x=x, noise=noise, guard=guard):
+            integrate(ReverseProcess(sde, score, lam=solver.lam), solver, grid, x, noise, check_finite=guard)
+
+        run()  # warm-up (kernel compilation)
+        key = f"{name} + NaN guard (expects {-(-steps // FINITE_CHECK_EVERY)})" if guard else name
+        if device.type != "cuda":
+            out[key] = 0
+            continue
         torch.cuda.synchronize()
         with warnings.catch_warnings(record=True) as w:
             warnings.simplefilter("always")
             torch.cuda.set_sync_debug_mode("warn")
             try:
-                integrate(ReverseProcess(sde, score32, lam=solver.lam), solver, grid, x, noise)
+                run()
             finally:
                 torch.cuda.set_sync_debug_mode("default")
-        out[name] = sum("synchroniz" in str(m.message) for m in w)
+        out[key] = sum("synchroniz" in str(m.message) for m in w)
     return out
 
 
@@ -136,14 +169,17 @@ def main() -> int:
     rows = []
     copy_gbs = None
     print(f"{torch.cuda.get_device_name(dev)}  state {tuple(x.shape)} {args.dtype} ({state_bytes / 2**20:.0f} MiB)")
-    for name, units, tri, ref in _cases(x, buf, vs, b):
+    cases = _cases(x, buf, vs, b)
+    errs = check_cases(cases)
+    for name, units, tri, ref, *_ in cases:
         t_tri, t_ref = _time_ms(tri, args.reps), _time_ms(ref, args.reps)
         gbs = units * state_bytes / (t_tri * 1e-3) / 1e9
         copy_gbs = copy_gbs or gbs
         rows.append({"update": name, "bytes_per_state": units, "triton_ms": t_tri, "torch_ms": t_ref,
-                     "triton_GBps": gbs, "of_copy_bw": gbs / copy_gbs, "speedup": t_ref / t_tri})
+                     "triton_GBps": gbs, "of_copy_bw": gbs / copy_gbs, "speedup": t_ref / t_tri,
+                     "rel_err": errs[name]})
         print(f"{name:<44} triton {t_tri:8.3f} ms {gbs:8.1f} GB/s ({100 * gbs / copy_gbs:5.1f}% of copy)  "
-              f"torch {t_ref:8.3f} ms  speed-up {t_ref / t_tri:5.2f}x", flush=True)
+              f"torch {t_ref:8.3f} ms  speed-up {t_ref / t_tri:5.2f}x  max rel err {errs[name]:.1e}", flush=True)
     syncs = sync_check(dev)
     print("host syncs inside the fixed-step loop (sync_debug_mode warnings):", syncs)
     out = Path(args.out) if args.out else Path(__file__).parent / "results" / "kernels_cuda"
@@ -152,9 +188,10 @@ def main() -> int:
             "torch": torch.__version__, "triton": __import__("triton").__version__}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "syncs": syncs}, indent=1))
     lines = [f"device: {meta['device']}, state {tuple(x.shape)} {args.dtype}", "",
-             "| update | triton ms | GB/s | % of copy | torch ms | speed-up |", "|---|---|---|---|---|---|"]
+             "| update | triton ms | GB/s | % of copy | torch ms | speed-up | max error vs reference / max value |",
+             "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['update']} | {r['triton_ms']:.3f} | {r['triton_GBps']:.0f} | {100 * r['of_copy_bw']:.0f}% | "
-              f"{r['torch_ms']:.3f} | {r['speedup']:.2f}x |" for r in rows]
+              f"{r['torch_ms']:.3f} | {r['speedup']:.2f}x | {r['rel_err']:.1e} |" for r in rows]
     lines += ["", f"host syncs inside the fixed-step loop: {syncs}"]
     out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return 0

@@ -342,3 +342,27 @@ def test_deferred_check_passes_finite_runs(monkeypatch):
     sol = sdekit.solve(lambda x, t: -x, sdekit.VESDE(), "euler_maruyama", shape=(3, 2), steps=10,
                        generator=torch.Generator().manual_seed(0))
     assert sol.steps == 10 and bool(torch.isfinite(sol.x).all())
+
+
+# ----------------------------------------------------------------------------- benchmarks/kernels.py
+
+@needs_triton
+def test_every_benchmarked_update_agrees_with_the_reference():
+    """The GPU benchmark's cases (and its error check), run here on CPU tensors in the interpreter."""
+    from benchmarks import kernels as bench
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 301, generator=g)
+    vs = [torch.randn(4, 301, generator=g) for _ in range(6)]
+    errs = bench.check_cases(bench._cases(x, torch.empty_like(x), vs, 4))
+    assert len(errs) == 8
+    assert all(e <= 1e-5 for e in errs.values()), errs
+
+
+def test_the_benchmark_sync_check_drives_every_fixed_step_solver():
+    from benchmarks import kernels as bench
+
+    out = bench.sync_check(torch.device("cpu"), steps=4)
+    fixed = [i.name for i in sdekit.solvers.available() if i.kind != "corrector" and not i.adaptive
+             and i.name != "torchdiffeq"]
+    assert list(out)[:len(fixed)] == fixed and len(out) == len(fixed) + 1
