@@ -272,7 +272,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
         process: a :class:`~sdekit.process.ReverseProcess` or any object with ``drift``,
             ``diffusion`` and ``nfe``.
         solver: a solver instance.
-        grid: 1-D tensor of times (any direction; float64 recommended).
+        grid: 1-D tensor of times (any direction; float64 recommended), on any device.
         x: initial state at ``grid[0]``; it is not modified.
         noise: source of the Brownian increments and standard normals.
         save_at: ``"grid"`` to keep every state, or times whose nearest grid states to keep.
@@ -292,6 +292,7 @@ def integrate(process: Any, solver: Solver, grid: Tensor, x: Tensor, noise: Nois
     """
     n = grid.numel() - 1
     ts = grid.to(device=x.device, dtype=x.dtype)
+    grid = grid.detach().cpu()  # read on the host (times for callbacks, errors, saves): one copy, not one per step
     b = x.shape[0]
     x = x.clone()
     saves = _save_indices(save_at, grid)
