@@ -22,12 +22,9 @@ Times are the best of ``--repeats`` runs; on CUDA every timed region ends with a
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-from pathlib import Path
 
 import torch
-from overhead import SmallConvScore, _best_time, _timed_once
+from overhead import SmallConvScore, _best_time, _timed_once, add_common_args, device_name, start, write
 from torch import nn
 
 import sdekit
@@ -84,25 +81,15 @@ def run(device: torch.device, steps: int, repeats: int, options: dict) -> list[d
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    add_common_args(p, "compile")
     p.add_argument("--mode", default=None, help="torch.compile mode (e.g. reduce-overhead, max-autotune)")
-    p.add_argument("--out", default=None, help="write JSON + markdown here (default benchmarks/results/)")
     args = p.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("no CUDA device available; run with --device cpu")
+    device = start(args)
+    if device is None:
         return
-    torch.set_num_threads(args.threads)
     options = {} if args.mode is None else {"mode": args.mode}
     rows = run(device, args.steps, args.repeats, options)
-    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": args.threads, "compile": options}
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"compile_{device.type}"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    meta = {"device": device_name(device), "torch": torch.__version__, "threads": args.threads, "compile": options}
     lines = [f"device: {meta['device']}, torch {meta['torch']}, threads {meta['threads']}, "
              f"torch.compile options {options or 'default'}, {args.steps} steps", "",
              "| score | solver | noise | eager ms | eager loop, torch.compile(net) ms | first compile=True run s | "
@@ -111,8 +98,7 @@ def main() -> None:
     lines += [f"| {r['score']} | {r['solver']} | {r['noise']} | {r['eager_ms']:.2f} | {r['net_compiled_ms']:.2f} | "
               f"{r['first_compiled_s']:.2f} | {r['compiled_ms']:.2f} | {r['speedup']:.2f} | "
               f"{r['net_compiled_ms'] / r['compiled_ms']:.2f} | {r['rel_diff']:.1e} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.md')}")
+    write(args, "compile", device, meta, rows, lines)
 
 
 if __name__ == "__main__":

@@ -125,36 +125,59 @@ def run(device: torch.device, steps: int, repeats: int, backend: str) -> list[di
     return rows
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_common_args(p: argparse.ArgumentParser, results: str) -> None:
+    """The options every timing script here shares (``--out`` defaults to results/<results>_<device>)."""
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
-    p.add_argument("--backend", default="auto", choices=sdekit.kernels.BACKENDS)
-    p.add_argument("--out", default=None, help="write JSON + markdown here (default benchmarks/results/)")
-    args = p.parse_args()
+    p.add_argument("--out", default=None, help=f"write JSON + markdown here (default benchmarks/results/{results}_"
+                                               "<device>)")
+
+
+def start(args: argparse.Namespace) -> torch.device | None:
+    """The device to time on, with the thread count set; ``None`` (and a message) when CUDA is asked for but absent."""
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device available; run with --device cpu")
-        return
+        return None
     torch.set_num_threads(args.threads)
-    rows = run(device, args.steps, args.repeats, args.backend)
-    meta = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-            "torch": torch.__version__, "threads": args.threads, "backend": args.backend,
-            "kernel_backend_used": sdekit.kernels.backend_for(torch.empty(1, device=device))
-            if args.backend == "auto" else args.backend}
-    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"overhead_{device.type}"
+    return device
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+
+
+def write(args: argparse.Namespace, results: str, device: torch.device, meta: dict, rows: list[dict],
+          lines: list[str]) -> None:
+    """``rows`` (with ``meta``) as JSON and ``lines`` as markdown, at ``--out`` or results/<results>_<device>."""
+    out = Path(args.out) if args.out else Path(__file__).parent / "results" / f"{results}_{device.type}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"wrote {out.with_suffix('.md')}")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_common_args(p, "overhead")
+    p.add_argument("--backend", default="auto", choices=sdekit.kernels.BACKENDS)
+    args = p.parse_args()
+    device = start(args)
+    if device is None:
+        return
+    rows = run(device, args.steps, args.repeats, args.backend)
+    meta = {"device": device_name(device), "torch": torch.__version__, "threads": args.threads, "backend": args.backend,
+            "kernel_backend_used": sdekit.kernels.backend_for(torch.empty(1, device=device))
+            if args.backend == "auto" else args.backend}
     lines = [f"device: {meta['device']}, torch {meta['torch']}, threads {meta['threads']}, "
              f"kernel backend {meta['kernel_backend_used']}", "",
              "| score | solver | NFE | score ms (alone) | score ms (in the run) | sample ms | "
              "sample / (NFE x score alone) | sample / time in score |", "|---|---|---|---|---|---|---|---|"]
     lines += [f"| {r['score']} | {r['solver']} | {r['nfe']} | {r['score_ms']:.3f} | {r['score_in_loop_ms']:.3f} | "
               f"{r['sample_ms']:.2f} | {r['overhead']:.3f} | {r['overhead_in_loop']:.3f} |" for r in rows]
-    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
-    print(f"wrote {out.with_suffix('.md')}")
+    write(args, "overhead", device, meta, rows, lines)
 
 
 if __name__ == "__main__":
