@@ -36,7 +36,7 @@ def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, 
 
 def error_norm(err: Tensor, x0: Tensor, x1: Tensor, rtol: float, atol: float) -> Tensor:
     """Per-sample scaled RMS norm (see :func:`sdekit.kernels.error_norm`)."""
-    acc = _acc_dtype(x0)
+    acc = torch.promote_types(_acc_dtype(err), _acc_dtype(x0))  # float64 if either is, else float32
     err, x0, x1 = err.to(acc), x0.to(acc), x1.to(acc)  # half precision: compute in float32 (no-op otherwise)
     scale = torch.maximum(x0.abs(), x1.abs()).mul_(rtol).add_(atol)
     r = (err / scale).reshape(err.shape[0], -1)
