@@ -16,9 +16,8 @@ from torch._dynamo.backends.registry import lookup_backend
 import sdekit
 from sdekit import capture
 from sdekit.kernels.philox import PhiloxNoise
+from tests.test_sync_free import FIXED
 
-FIXED = [i.name for i in sdekit.solvers.available() if i.kind != "corrector" and not i.adaptive
-         and i.name != "torchdiffeq"]
 STOCHASTIC = [n for n in FIXED if sdekit.solvers.resolve(n).stochastic]
 
 
