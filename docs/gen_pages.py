@@ -21,6 +21,7 @@ from sdekit.solvers import base  # noqa: E402
 
 # ---------------------------------------------------------------- one page per solver
 infos = sdekit.solvers.available()
+nfe_text = {s.name: "varies" if s.nfe_per_step is None else str(s.nfe_per_step) for s in infos}
 index = ["# Solvers", "",
          "Generated from `sdekit.solvers.available()` when the docs are built. Order is the strong order for SDE",
          "solvers (additive noise) and the classical order for ODE solvers; NFE per step excludes the final",
@@ -29,17 +30,19 @@ index = ["# Solvers", "",
          "|---|---|---|---|---|---|---|---|"]
 for s in infos:
     cls = base._REGISTRY[s.name]
-    index.append(f"| [`{s.name}`]({s.name}.md) | {s.kind} | {s.order:g} | {s.weak_order:g} | {s.nfe_per_step} | "
+    index.append(f"| [`{s.name}`]({s.name}.md) | {s.kind} | {s.order:g} | {s.weak_order:g} | {nfe_text[s.name]} | "
                  f"{'yes' if s.stochastic else 'no'} | {'yes' if s.adaptive else 'no'} | {s.summary} |")
     page = [f"# `{s.name}`", "",
             "| property | value |", "|---|---|",
             f"| kind | {s.kind} |", f"| order | {s.order:g} |", f"| weak order | {s.weak_order:g} |",
-            f"| NFE per step | {s.nfe_per_step} |", f"| stochastic | {'yes' if s.stochastic else 'no'} |",
+            f"| NFE per step | {nfe_text[s.name]} |", f"| stochastic | {'yes' if s.stochastic else 'no'} |",
             f"| adaptive | {'yes' if s.adaptive else 'no'} |",
             f"| reads the SDE's alpha, sigma | {'yes' if getattr(cls, 'needs_sde', False) else 'no'} |",
             f"| default schedule | `{getattr(cls, 'default_schedule', '')}` |",
             f"| default steps | {getattr(cls, 'default_steps', '')} |", "",
-            "```python", f'x = sdekit.sample(score_fn, sde, "{s.name}", shape=shape, nfe=100)', "```", "",
+            "```python", (f'x = sdekit.sample(score_fn, sde, "pc", corrector="{s.name}", shape=shape, nfe=100)'
+                          f'  # a corrector runs inside the predictor-corrector solver' if s.kind == "corrector" else
+                          f'x = sdekit.sample(score_fn, sde, "{s.name}", shape=shape, nfe=100)'), "```", "",
             "## Method, order and reference", "",
             "(The docstrings of the solver's module and class; API: "
             f"[`{cls.__module__}`](../reference/{cls.__module__}.md).)", "",

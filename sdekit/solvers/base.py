@@ -162,7 +162,11 @@ def resolve(solver: str | type | Solver, **options: Any) -> Solver:
         return _construct(solver, options, "solver")
     if isinstance(solver, str):
         cls = _REGISTRY.get(solver)
-        if cls is None or cls.kind == "corrector":
+        if cls is not None and cls.kind == "corrector":
+            raise ValueError(f"{solver!r} is a corrector, not a solver: it runs inside the predictor-corrector "
+                             f"solver, as solver=\"pc\", corrector=\"{solver}\" (predictor= any solver, default "
+                             f"\"reverse_diffusion\"); valid solvers: {', '.join(_names('solver'))}")
+        if cls is None:
             raise ValueError(f"unknown solver {solver!r}; valid solvers: {', '.join(_names('solver'))}")
         return _construct(cls, options, "solver")
     raise TypeError(f"solver must be a name, a Solver class or a Solver instance, got {type(solver).__name__}")
@@ -197,13 +201,15 @@ class SolverInfo:
     order: float
     weak_order: float
     stochastic: bool
-    nfe_per_step: int
+    #: NFE per step of the default configuration; ``None`` where it varies (torchdiffeq picks its own steps).
+    nfe_per_step: int | None
     adaptive: bool
     summary: str
 
     def __str__(self) -> str:
+        nfe = "var" if self.nfe_per_step is None else self.nfe_per_step
         return (f"{self.name:<20} {self.kind:<9} order={self.order:<4g} weak={self.weak_order:<4g} "
-                f"nfe/step={self.nfe_per_step:<2} {'stochastic' if self.stochastic else 'deterministic'}"
+                f"nfe/step={nfe:<3} {'stochastic' if self.stochastic else 'deterministic'}"
                 f"{' adaptive' if self.adaptive else ''}  {self.summary}")
 
 
@@ -213,6 +219,10 @@ def available() -> list[SolverInfo]:
     for name in sorted(_REGISTRY):
         c = _REGISTRY[name]
         doc = (inspect.getdoc(c) or "").strip().splitlines()
-        out.append(SolverInfo(name, c.kind, c.order, c.weak_order, c.stochastic, c.nfe_per_step, c.adaptive,
+        try:  # the default instance: pc's NFE is its predictor's plus its corrector's, set in __init__
+            nfe = c().nfe_per_step
+        except (TypeError, ValueError, ImportError):  # its constructor needs arguments: the class attribute
+            nfe = c.nfe_per_step
+        out.append(SolverInfo(name, c.kind, c.order, c.weak_order, c.stochastic, nfe or None, c.adaptive,
                               doc[0] if doc else ""))
     return out
