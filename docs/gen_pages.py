@@ -16,8 +16,24 @@ import mkdocs_gen_files
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+sys.path.insert(0, str(ROOT / "docs"))
+
+import griffe  # noqa: E402
+import sphinx_roles  # noqa: E402
+
 import sdekit  # noqa: E402
 from sdekit.solvers import base  # noqa: E402
+
+_griffe = griffe.GriffeLoader(search_paths=[str(ROOT)])
+_griffe.load("sdekit")
+
+
+def doc(obj: object) -> str:
+    """``inspect.getdoc(obj)`` with its Sphinx roles as cross-references (as the API reference shows them)."""
+    path = obj.__name__ if inspect.ismodule(obj) else f"{obj.__module__}.{obj.__qualname__}"
+    return sphinx_roles.convert_docstring(_griffe.modules_collection[path], _griffe.modules_collection,
+                                          text=inspect.getdoc(obj) or "")
+
 
 # ---------------------------------------------------------------- one page per solver
 infos = sdekit.solvers.available()
@@ -46,7 +62,7 @@ for s in infos:
             "## Method, order and reference", "",
             "(The docstrings of the solver's module and class; API: "
             f"[`{cls.__module__}`](../reference/{cls.__module__}.md).)", "",
-            inspect.getdoc(sys.modules[cls.__module__]) or "", "", inspect.getdoc(cls) or "", ""]
+            doc(sys.modules[cls.__module__]), "", doc(cls), ""]
     with mkdocs_gen_files.open(f"solvers/{s.name}.md", "w") as f:
         f.write("\n".join(page))
 with mkdocs_gen_files.open("solvers/index.md", "w") as f:
