@@ -178,8 +178,10 @@ def plot(rows: Sequence[Row], path: str | Path) -> Path | None:
         ax.axhspan(max(lo, sub[0].floor * 1e-3), hi, color="0.6", alpha=0.35, lw=0,
                    label="exact-sample floor, mean ± s.d.")
         ax.axhline(sub[0].floor, color="k", ls="--", lw=1)
-        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         ax.set(xscale="log", yscale="log", xlabel="NFE (score evaluations)", ylabel="Fréchet distance", title=p)
+        for axis in (ax.xaxis, ax.yaxis):  # plain numbers (20, 0.05), also on the minor ticks of a short range
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(matplotlib.ticker.LogFormatter(labelOnlyBase=False))
         ax.grid(True, which="both", alpha=0.3)
     handles, labels = axes[0][-1].get_legend_handles_labels()
     # outside the axes, so it never covers a curve
