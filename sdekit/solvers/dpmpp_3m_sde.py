@@ -12,7 +12,7 @@ NFE per step: 1.
 
 from __future__ import annotations
 
-from ._exponential import ExponentialMultistep, check_bool
+from ._exponential import ExponentialMultistep, check_bool, check_solver_type
 from .base import register
 
 
@@ -27,6 +27,8 @@ class DPMPP3MSDE(ExponentialMultistep):
     max_order = 3
     default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
 
-    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = False) -> None:
+    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = False,
+                 solver_type: str = "heun") -> None:
         self._set_eta(eta)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.solver_type = check_solver_type(solver_type)
