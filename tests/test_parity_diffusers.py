@@ -226,3 +226,53 @@ def test_float32_stays_at_round_off():
     for row in ROWS:
         if not row.why:
             assert measure(row, 10, torch.float32) < 1e-4, row.peer
+
+
+# --------------------------------------------------------------------------- options: honoured or refused
+
+
+def test_unreproducible_options_are_refused_before_any_model_call():
+    calls = []
+
+    def model(x, t):
+        calls.append(1)
+        return x
+
+    with pytest.raises(ValueError, match="clip_sample=False"):
+        from_diffusers(model, diffusers.DDIMScheduler())  # default clip_sample=True
+    with pytest.raises(ValueError, match="thresholding=False"):
+        from_diffusers(model, diffusers.DDIMScheduler(clip_sample=False, thresholding=True))
+    with pytest.raises(ValueError, match="zero terminal SNR"):
+        from_diffusers(model, diffusers.DDPMScheduler(rescale_betas_zero_snr=True))
+    with pytest.raises(ValueError, match="set_alpha_to_one=True"):
+        from_diffusers(model, diffusers.DDIMScheduler(clip_sample=False, set_alpha_to_one=False))
+    with pytest.raises(ValueError, match="set_alpha_to_one=True"):
+        from_diffusers(model, diffusers.PNDMScheduler())
+    with pytest.raises(ValueError, match="variance"):
+        from_diffusers(model, diffusers.DDPMScheduler(variance_type="learned_range"))
+    assert not calls
+
+
+@torch.no_grad()
+def test_clip_sample_is_honoured_as_a_clamp_of_the_data_prediction():
+    """DDPM's default clip_sample=True: the x0 the returned score implies lies in [-1, 1] (+-226 unclamped)."""
+    model = TinyEps(torch.float64)
+    sch = diffusers.DDPMScheduler()
+    score_fn, sde = from_diffusers(lambda x, t: 50.0 * model(x, t), sch)
+    x = _x_T(torch.float64)
+    t = torch.full((2,), float(sde.times(torch.tensor([500]))[0]), dtype=torch.float64)
+    a, s = sde.alpha(t).view(-1, 1, 1, 1), sde.sigma(t).view(-1, 1, 1, 1)
+    x0 = (x + s * s * score_fn(x, t)) / a
+    assert float(x0.abs().max()) <= 1.0 + 1e-12
+    raw, _ = from_diffusers(lambda x, t: 50.0 * model(x, t), diffusers.DDPMScheduler(clip_sample=False))
+    assert float(((x + s * s * raw(x, t)) / a).abs().max()) > 10.0
+
+
+def test_euler_discrete_default_float32_sigmas_are_accepted():
+    """diffusers' float32 sigmas start a few ulps above sde.T: accepted, clamped to T."""
+    sch = diffusers.EulerDiscreteScheduler()
+    sch.set_timesteps(10)
+    score_fn, sde = from_diffusers(TinyEps(torch.float32), sch, parametrization="sigma")
+    assert float(sch.sigmas[0]) > sde.T
+    grid = sdekit.grids.get_grid(sch.sigmas[:-1], sde, 10)
+    assert float(grid[0]) == sde.T

@@ -9,8 +9,11 @@ A step ``t_0 -> t_1`` integrates the polynomial through the last ``p`` drifts
 with ``c_j`` from a Gauss–Legendre rule that is exact for these polynomials (float64). It works in
 the SDE's own time; under :func:`~sdekit.score.from_kdiffusion` (an :class:`~sdekit.sde.EDMSDE`, time =
 noise level) it is k-diffusion's ``sample_lms`` step for step. The first ``p - 1`` steps warm up
-with the orders 1, 2, ... the history allows. Order: ``order`` (default 4). NFE per step: 1.
-History lives in the solver state.
+with the orders 1, 2, ... the history allows, as k-diffusion and diffusers do. Order: ``order``
+(default 4; measured 3.89 on the exact Gaussian PF-ODE under EDM on Karras grids), where the flow is
+nearly straight at the start; where it curves at ``T`` (VP in its own time) the first Euler step's
+``O(h^2)`` error dominates and the measured global order is 2. NFE per step: 1. History lives in the
+solver state.
 """
 
 from __future__ import annotations
