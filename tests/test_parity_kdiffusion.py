@@ -109,7 +109,7 @@ def _sde(method: str, solver: str, seed: int = 3, peer_options: dict | None = No
     return run
 
 
-def _churn(steps, dtype, s_churn=20.0, s_tmin=0.035):
+def _churn(steps, dtype, s_churn=2.0, s_tmin=0.035):
     """EDM's stochastic Heun: both draw the churn noise from torch's global generator (randn_like); the
     last grid point (sigma_min = 0.03) lies below s_tmin, so k-diffusion's last step is the plain Euler
     step to 0, i.e. sdekit's denoising step."""
@@ -126,7 +126,7 @@ def _churn(steps, dtype, s_churn=20.0, s_tmin=0.035):
 ROWS = [
     Row("sample_euler", '`ode_euler`, `schedule=sigmas[:-1]`', _ode("sample_euler", "ode_euler")),
     Row("sample_heun", '`ode_heun`, `schedule=sigmas[:-1]`', _ode("sample_heun", "ode_heun")),
-    Row("sample_heun(s_churn=20, s_tmin=0.035)", '`edm_heun`, same `s_churn`, `s_tmin`', _churn),
+    Row("sample_heun(s_churn=2, s_tmin=0.035)", '`edm_heun`, same `s_churn`, `s_tmin`', _churn),
     Row("sample_euler_ancestral", '`ancestral` (or `ddim`, `eta=1`)', _sde("sample_euler_ancestral", "ancestral")),
     Row("sample_lms (sigmas[:-1], no step to 0)", '`lms`, `denoise=False`',
         _ode("sample_lms", "lms", full=False)),
