@@ -142,7 +142,8 @@ def _unipc_bh1(steps, dtype):
 DPM = "DPMSolverMultistepScheduler"
 SDE_DPM = {"algorithm_type": "sde-dpmsolver++"}
 D2_WHY = ("diffusers' third-order step weights the second divided difference D2 by (e^-h-1+h)/h^2 - 1/2 ~ h/6, "
-          "half the exact integral of the quadratic (~ h/3) that sdekit takes; the order-1 and 2 steps agree")
+          "half the exact integral of the quadratic (~ h/3) that sdekit takes (that form measures order ~2); "
+          "the next row reproduces it")
 ROWS = [
     Row("DDPMScheduler (default: clip_sample=True)", "`ancestral`; `from_diffusers` applies the clamp to x0",
         _vp("DDPMScheduler", "ancestral", seed=7)),
@@ -183,6 +184,10 @@ ROWS = [
     Row(f"{DPM}(solver_order=3)", '`dpmpp_3m`, `solver_type="midpoint"`, `lower_order_final=True`',
         _vp(DPM, "dpmpp_3m", config={"solver_order": 3}, solver_type="midpoint", lower_order_final=True),
         tol=0.05, why=D2_WHY),
+    Row(f"{DPM}(solver_order=3)", '`dpmpp_3m`, `solver_type="midpoint"`, `third_order="dpm-solver"`, '
+        '`lower_order_final=True`',
+        _vp(DPM, "dpmpp_3m", config={"solver_order": 3}, solver_type="midpoint", third_order="dpm-solver",
+            lower_order_final=True)),
     Row(f"{DPM}(sde-dpmsolver++) (midpoint)", '`dpmpp_2m_sde`, `solver_type="midpoint"`',
         _vp(DPM, "dpmpp_2m_sde", seed=9, noise32=True, config=SDE_DPM, solver_type="midpoint")),
     Row(f"{DPM}(sde-dpmsolver++, heun)", "`dpmpp_2m_sde`",

@@ -141,8 +141,10 @@ ROWS = [
         _sde("sample_dpmpp_2m_sde", "dpmpp_2m_sde", peer_options={"solver_type": "heun"})),
     Row("sample_dpmpp_3m_sde (BrownianTree)", '`dpmpp_3m_sde`', _sde("sample_dpmpp_3m_sde", "dpmpp_3m_sde"),
         tol=0.6, why="k-diffusion (and diffusers) weight the second divided difference D2 by phi_2/h - 1/2 ~ h/6, "
-                     "half the exact integral of the quadratic (~ h/3) that sdekit takes; the order-1 and 2 "
-                     "warm-up steps agree"),
+                     "half the exact integral of the quadratic (~ h/3) that sdekit takes "
+                     "(that form measures order ~2); the next row reproduces it"),
+    Row("sample_dpmpp_3m_sde (BrownianTree)", '`dpmpp_3m_sde`, `third_order="dpm-solver"`',
+        _sde("sample_dpmpp_3m_sde", "dpmpp_3m_sde", third_order="dpm-solver")),
     Row("sample_dpm_2", "none (`dpmpp_2s` is the nearest: 2 NFE/step)", _ode("sample_dpm_2", "dpmpp_2s"), tol=1.0,
         why="DPM-2 is an explicit midpoint step in sigma with the stage at the geometric mean; not an sdekit "
             "solver"),

@@ -34,8 +34,8 @@ from .._utils import check_real, compiling
 from ..kernels import lincomb
 from .base import Solver, spare
 
-__all__ = ["check_bool", "check_solver_type", "log_snr", "coef_times", "phi", "weights", "data_prediction",
-           "take_buffer", "push_history", "order_cap", "ExponentialMultistep"]
+__all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "coef_times", "phi", "weights",
+           "data_prediction", "take_buffer", "push_history", "order_cap", "ExponentialMultistep"]
 
 _SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
 _SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
@@ -160,12 +160,20 @@ def order_cap(state: dict, enabled: bool, below: int = 15, *, count_denoise: boo
 
 
 SOLVER_TYPES = ("heun", "midpoint")
+THIRD_ORDER_FORMS = ("exact", "dpm-solver")
 
 
 def check_solver_type(value: Any) -> str:
     """Return ``value`` after checking it is ``"heun"`` or ``"midpoint"``."""
     if value not in SOLVER_TYPES:
         raise ValueError(f"solver_type must be 'heun' or 'midpoint', got {value!r}")
+    return value
+
+
+def check_third_order(value: Any) -> str:
+    """Return ``value`` after checking it is ``"exact"`` or ``"dpm-solver"``."""
+    if value not in THIRD_ORDER_FORMS:
+        raise ValueError(f"third_order must be 'exact' or 'dpm-solver', got {value!r}")
     return value
 
 
@@ -180,6 +188,12 @@ class ExponentialMultistep(Solver):
     (weight ``phi_1``); ``"midpoint"`` evaluates that line at the middle of the step and integrates
     the constant (``phi_1 -> phi_0 / 2``), the form of diffusers' and k-diffusion's DPM-Solver++(2M).
     Both are second order; third-order steps are the same for both.
+
+    ``third_order`` shapes the third-order steps: ``"exact"`` integrates the quadratic through the last
+    three data predictions exactly (weight ``phi_2`` on its second divided difference ``D2``);
+    ``"dpm-solver"`` uses half that weight, the form of DPM-Solver++'s third-order multistep code as
+    diffusers' ``DPMSolverMultistepScheduler(solver_order=3)`` and k-diffusion's ``sample_dpmpp_3m_sde``
+    run it (it treats ``D2`` as ``h^2 D''`` where the divided difference is ``h^2 D''/2``).
     """
 
     needs_sde = True
@@ -190,6 +204,7 @@ class ExponentialMultistep(Solver):
     eta: float = 0.0
     lower_order_final: bool = True
     solver_type: str = "heun"
+    third_order: str = "exact"
 
     @staticmethod
     def _check_eta(eta: Any) -> float:
@@ -222,6 +237,8 @@ class ExponentialMultistep(Solver):
         phis = phi((1.0 + eta) * h, n)
         if n == 2 and self.solver_type == "midpoint":
             phis[1] = 0.5 * phis[0]
+        elif n == 3 and self.third_order == "dpm-solver":
+            phis[2] = 0.5 * phis[2]
         w = weights([(lj - l0) / h for lj, _ in hist[:n]], phis)
         c164 = c1.to(torch.float64)
         a1, s1, s0 = sde.alpha(c164), sde.sigma(c164), sde.sigma(c0.to(torch.float64))
