@@ -241,9 +241,13 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
     """
     if not callable(unet):
         raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
+    # dispatch on the scheduler's class: schedulers without alphas_cumprod get their own branch here
     ac = getattr(scheduler, "alphas_cumprod", None)
     if ac is None:
-        raise TypeError(f"scheduler must have alphas_cumprod (a diffusers scheduler), got {type(scheduler).__name__}")
+        name = type(scheduler).__name__
+        hint = ("; for the EDM schedulers wrap the preconditioned model as a denoiser and use from_kdiffusion "
+                "(docs: Coming from diffusers)") if "EDM" in name else ""
+        raise TypeError(f"scheduler must have alphas_cumprod (a diffusers scheduler), got {name}{hint}")
     config = getattr(scheduler, "config", None)
     x0_transform = _diffusers_options(scheduler, config, ac)
     if prediction_type is None:
