@@ -26,17 +26,22 @@ from ..kernels import lincomb
 from ._exponential import coef_times, push_history, take_buffer
 from .base import Solver, drift_terms, register, spare
 
+MAX_ORDER = 6
+# Gauss-Legendre nodes and weights on [-1, 1] as Python floats (no numpy call inside a compiled step);
+# n points integrate polynomials of degree <= 2n - 1 exactly, and the basis polynomials have degree n - 1
+_GAUSS = {n: tuple(a.tolist() for a in np.polynomial.legendre.leggauss(n)) for n in range(1, MAX_ORDER + 1)}
+
 
 def lms_coefficients(ts: list[torch.Tensor], t1: torch.Tensor) -> list[torch.Tensor]:
     """``c_j = int_{ts[0]}^{t1} l_j(tau) dtau`` for the Lagrange basis ``l_j`` on the nodes ``ts`` (float64)."""
     ts = [t.to(torch.float64) for t in ts]
     t0, t1 = ts[0], t1.to(torch.float64)
-    nodes, wq = np.polynomial.legendre.leggauss(max(1, len(ts)))  # exact for degree <= 2 len - 1
+    nodes, wq = _GAUSS[len(ts)]
     half = 0.5 * (t1 - t0)
     out = []
     for j, tj in enumerate(ts):
         acc = torch.zeros_like(t0)
-        for u, w in zip(nodes.tolist(), wq.tolist()):
+        for u, w in zip(nodes, wq):
             tau = t0 + half * (u + 1.0)
             basis = torch.ones_like(t0)
             for k, tk in enumerate(ts):
@@ -62,8 +67,8 @@ class LMS(Solver):
 
     def __init__(self, *, order: int = 4) -> None:
         order = check_int("order", order, minimum=1)
-        if order > 6:
-            raise ValueError(f"order must be between 1 and 6, got {order}")
+        if order > MAX_ORDER:
+            raise ValueError(f"order must be between 1 and {MAX_ORDER}, got {order}")
         self.order = self.weak_order = float(order)
         self.steps_order = order
 
