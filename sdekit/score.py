@@ -150,7 +150,7 @@ def _diffusers_options(scheduler: Any, config: Any, alphas_cumprod: Any) -> Call
         return getattr(config, key, default) if config is not None else default
 
     ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
-    if bool((ac <= 0).any()) or (opt("rescale_betas_zero_snr", False) and float(ac.min()) <= 0):
+    if bool((ac <= 0).any()):
         raise ValueError(f"{name} has a zero terminal SNR (alphas_cumprod reaches 0, e.g. rescale_betas_zero_snr="
                          "True): the prior at the last training step then has alpha = 0, which sdekit's "
                          "DiscreteVPSDE cannot start from; build the scheduler with rescale_betas_zero_snr=False")
