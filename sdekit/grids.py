@@ -85,6 +85,9 @@ def _pin(t: Tensor, t_end: float, e: float) -> Tensor:
 
 
 Schedule = Union[str, Callable[..., Tensor], Tensor]
+# a grid may start this far (relative) above sde.T and is then clamped to T: 8 float32 ulps, so a
+# peer's float32 sigmas or timesteps (diffusers' EulerDiscreteScheduler) are accepted as they are
+_T_RTOL = 8 * 2.0 ** -23
 SCHEDULES: dict[str, Callable[..., Tensor]] = {"uniform": uniform, "quadratic": quadratic, "logsnr": logsnr,
                                                "karras": karras, "snr_power": snr_power}
 
@@ -119,7 +122,12 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
         raise ValueError("schedule times must be strictly decreasing (from T to eps)")
     if float(grid[-1]) <= 0:
         raise ValueError(f"schedule must end at a positive time, got {float(grid[-1])}")
-    if float(grid[0]) > sde.T * (1 + 1e-12):
+    if float(grid[0]) > sde.T * (1 + _T_RTOL):
         raise ValueError(f"schedule must start at or below sde.T={sde.T} (where the prior lives), "
                          f"got {float(grid[0])}")
+    if float(grid[0]) > sde.T:  # a few float32 ulps above T (a peer's float32 grid): T itself
+        grid = grid.clone()
+        grid[0] = sde.T
+        if grid.numel() > 1 and not float(grid[1]) < sde.T:
+            raise ValueError("schedule times must be strictly decreasing (from T to eps)")
     return grid

@@ -133,6 +133,72 @@ def _unwrap(out: Any) -> Tensor:
     raise TypeError(f"the model returned {type(out).__name__}; expected a tensor, a tuple or an object with .sample")
 
 
+# Schedulers whose update sees the model only through its (clipped or thresholded) data prediction
+# x0_hat: there diffusers' clip_sample / thresholding is a transform of the model, which
+# from_diffusers applies to the score. DDIM clips x0_hat but keeps the unclipped noise prediction.
+_X0_CONSISTENT = frozenset({"DDPMScheduler", "DDPMParallelScheduler", "DPMSolverMultistepScheduler",
+                            "DPMSolverSinglestepScheduler", "DEISMultistepScheduler", "UniPCMultistepScheduler",
+                            "HeunDiscreteScheduler", "EDMDPMSolverMultistepScheduler"})
+
+
+def _diffusers_options(scheduler: Any, config: Any, alphas_cumprod: Any) -> Callable[[Tensor], Tensor] | None:
+    """Check the scheduler options that change the sampled result: honour them (the returned
+    transform of the data prediction, or ``None``) or refuse them with a ``ValueError``."""
+    name = type(scheduler).__name__
+
+    def opt(key: str, default: Any = None) -> Any:
+        return getattr(config, key, default) if config is not None else default
+
+    ac = torch.as_tensor(alphas_cumprod, dtype=torch.float64)
+    if bool((ac <= 0).any()):
+        raise ValueError(f"{name} has a zero terminal SNR (alphas_cumprod reaches 0, e.g. rescale_betas_zero_snr="
+                         "True): the prior at the last training step then has alpha = 0, which sdekit's "
+                         "DiscreteVPSDE cannot start from; build the scheduler with rescale_betas_zero_snr=False")
+    if opt("variance_type") in ("learned", "learned_range"):
+        raise ValueError(f"{name}(variance_type={opt('variance_type')!r}): the model also predicts its variance "
+                         "(twice the channels), which sdekit's adapters do not read; use a fixed-variance model")
+    if opt("set_alpha_to_one") is False:
+        raise ValueError(f"{name}(set_alpha_to_one=False) ends its last step at alphas_cumprod[0] instead of at "
+                         "alpha = 1 (which sdekit's final denoising step plays): build the adapter from "
+                         f"{name}.from_config(scheduler.config, set_alpha_to_one=True) (the SDE is the same) and "
+                         "sample with denoise=False on sde.times(scheduler.timesteps) to reproduce it")
+    clip, thresh = bool(opt("clip_sample", False)), bool(opt("thresholding", False))
+    if not (clip or thresh):
+        return None
+    which = "thresholding=True" if thresh else "clip_sample=True"
+    if name not in _X0_CONSISTENT:
+        raise ValueError(f"{name}({which}) limits its x0 prediction inside its own update (DDIM keeps the unlimited "
+                         "noise prediction beside it), which no score function expresses; build it with "
+                         f"{name}.from_config(scheduler.config, clip_sample=False, thresholding=False), or "
+                         "clamp in your model")
+    if thresh:
+        ratio, top = float(opt("dynamic_thresholding_ratio", 0.995)), float(opt("sample_max_value", 1.0))
+        return lambda x0: _dynamic_threshold(x0, ratio, top)
+    bound = float(opt("clip_sample_range", 1.0))
+    return lambda x0: x0.clamp(-bound, bound)
+
+
+def _dynamic_threshold(x0: Tensor, ratio: float, top: float) -> Tensor:
+    """Imagen's dynamic thresholding (Saharia et al. 2022): per sample, the ``ratio`` quantile
+    ``q`` of ``|x0|``, raised to at least 1 and capped at ``top``; ``x0`` is clamped to ``±q`` and
+    divided by ``q``."""
+    flat = x0.reshape(x0.shape[0], -1)
+    work = flat.float() if flat.dtype in (torch.float16, torch.bfloat16) else flat
+    q = torch.quantile(work.abs(), ratio, dim=1).clamp(min=1.0, max=top).unsqueeze(1)
+    return (torch.maximum(torch.minimum(work, q), -q) / q).to(x0.dtype).reshape(x0.shape)
+
+
+def _transform_x0(score_fn: ScoreFn, sde: SDE, transform: Callable[[Tensor], Tensor]) -> ScoreFn:
+    """The score of the model whose data prediction ``x0 = (x + sigma^2 s)/alpha`` passes through ``transform``."""
+
+    def limited(x: Tensor, t: Tensor) -> Tensor:
+        a, s = bcast(sde.alpha(t), x), bcast(sde.sigma(t), x)
+        x0 = transform((x + s * s * score_fn(x, t)) / a)
+        return (a * x0 - x) / (s * s)
+
+    return limited
+
+
 def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization: str = "vp",
                    prediction_type: str | None = None,
                    model_kwargs: dict[str, Any] | None = None) -> tuple[ScoreFn, SDE]:
@@ -153,8 +219,19 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
         prediction_type: ``"epsilon"``, ``"v_prediction"`` or ``"sample"`` (default: the scheduler's config).
         model_kwargs: extra keyword arguments for every model call (e.g. ``encoder_hidden_states``).
 
+    Scheduler options that change the result are honoured or refused, never ignored:
+    ``clip_sample`` and ``thresholding`` limit the data prediction of the returned score where the
+    scheduler's own update sees the model only through it (DDPM, DPM-Solver, DEIS, UniPC, Heun),
+    and are refused elsewhere (DDIM, whose update keeps the unclipped noise prediction); a zero
+    terminal SNR (``alphas_cumprod`` reaching 0), ``set_alpha_to_one=False`` and learned variances
+    are refused with the setting that works. The grid and spacing options (``timestep_spacing``,
+    ``use_karras_sigmas``, ...) shape ``scheduler.timesteps``/``sigmas``, which you pass as ``schedule=``.
+
     Returns:
         ``(score_fn, sde)``.
+
+    Raises:
+        ValueError: for a scheduler option sdekit cannot reproduce (the message says what to set).
 
     Example:
         >>> score_fn, sde = sdekit.score.from_diffusers(unet, scheduler)  # doctest: +SKIP
@@ -164,11 +241,16 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
     """
     if not callable(unet):
         raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
+    # dispatch on the scheduler's class: schedulers without alphas_cumprod get their own branch here
     ac = getattr(scheduler, "alphas_cumprod", None)
     if ac is None:
-        raise TypeError(f"scheduler must have alphas_cumprod (a diffusers scheduler), got {type(scheduler).__name__}")
+        name = type(scheduler).__name__
+        hint = ("; for the EDM schedulers wrap the preconditioned model as a denoiser and use from_kdiffusion "
+                "(docs: Coming from diffusers)") if "EDM" in name else ""
+        raise TypeError(f"scheduler must have alphas_cumprod (a diffusers scheduler), got {name}{hint}")
+    config = getattr(scheduler, "config", None)
+    x0_transform = _diffusers_options(scheduler, config, ac)
     if prediction_type is None:
-        config = getattr(scheduler, "config", None)
         prediction_type = getattr(config, "prediction_type", None) or "epsilon"
     if prediction_type not in _PREDICTIONS:
         raise ValueError(f"prediction_type must be one of {sorted(_PREDICTIONS)}, got {prediction_type!r}")
@@ -183,6 +265,8 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
         return _unwrap(unet(x, label, **kwargs))
 
     vp_score = _PREDICTIONS[prediction_type](model, vp, time=vp.timestep)
+    if x0_transform is not None:
+        vp_score = _transform_x0(vp_score, vp, x0_transform)
     if parametrization == "vp":
         return vp_score, vp
 

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registration)
     edm_heun,
     euler_maruyama,
     langevin,
+    lms,
     pc,
     reverse_diffusion,
     runge_kutta,

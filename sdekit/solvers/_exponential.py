@@ -34,8 +34,8 @@ from .._utils import check_real, compiling
 from ..kernels import lincomb
 from .base import Solver, spare
 
-__all__ = ["check_bool", "log_snr", "coef_times", "phi", "weights", "data_prediction", "take_buffer", "push_history",
-           "order_cap", "ExponentialMultistep"]
+__all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "coef_times", "phi", "weights",
+           "data_prediction", "take_buffer", "push_history", "order_cap", "ExponentialMultistep"]
 
 _SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
 _SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
@@ -143,23 +143,57 @@ def push_history(state: dict, hist: list[tuple[Tensor, Tensor]], keep: int) -> N
     state["hist"] = hist[:keep]
 
 
-def order_cap(state: dict, enabled: bool, below: int = 15) -> int:
+def order_cap(state: dict, enabled: bool, below: int = 15, *, count_denoise: bool = False) -> int:
     """Lower-order final steps: on grids of fewer than ``below`` steps, the order is capped at
     the number of steps left (1 on the last step, 2 on the one before), as in DPM-Solver++.
 
+    With ``count_denoise=True`` the final denoising step after the grid counts as the last step,
+    as in diffusers' ``DPMSolverMultistepScheduler`` (whose last step, to ``sigma = 0``, is that
+    step): an ``N``-point grid is then ``N`` steps, and its last solver step is capped at order 2.
     Needs the grid the driver stores in ``state["grid"]``; without it there is no cap.
     """
     grid = state.get("grid")
-    if not enabled or grid is None or grid.numel() - 1 >= below:
+    steps = grid.numel() - (0 if count_denoise else 1) if grid is not None else 0
+    if not enabled or grid is None or steps >= below:
         return 1 << 30
-    return max(1, grid.numel() - 1 - state.get("i", 0))
+    return max(1, steps - state.get("i", 0))
+
+
+SOLVER_TYPES = ("heun", "midpoint")
+THIRD_ORDER_FORMS = ("exact", "dpm-solver")
+
+
+def check_solver_type(value: Any) -> str:
+    """Return ``value`` after checking it is ``"heun"`` or ``"midpoint"``."""
+    if value not in SOLVER_TYPES:
+        raise ValueError(f"solver_type must be 'heun' or 'midpoint', got {value!r}")
+    return value
+
+
+def check_third_order(value: Any) -> str:
+    """Return ``value`` after checking it is ``"exact"`` or ``"dpm-solver"``."""
+    if value not in THIRD_ORDER_FORMS:
+        raise ValueError(f"third_order must be 'exact' or 'dpm-solver', got {value!r}")
+    return value
 
 
 class ExponentialMultistep(Solver):
     """Base class: exponential Adams–Bashforth step in log-SNR time with data prediction.
 
     Subclasses set ``max_order`` and a constructor that sets ``eta`` (the noise rate,
-    0 for the ODE) and ``lower_order_final``. One NFE per step; history in ``state``.
+    0 for the ODE), ``lower_order_final`` and ``solver_type``. One NFE per step; history in ``state``.
+
+    ``solver_type`` shapes the second-order steps (Lu et al. 2022, DPM-Solver++ Alg. 2 and its
+    App. B): ``"heun"`` integrates the line through the last two data predictions exactly
+    (weight ``phi_1``); ``"midpoint"`` evaluates that line at the middle of the step and integrates
+    the constant (``phi_1 -> phi_0 / 2``), the form of diffusers' and k-diffusion's DPM-Solver++(2M).
+    Both are second order; third-order steps are the same for both.
+
+    ``third_order`` shapes the third-order steps: ``"exact"`` integrates the quadratic through the last
+    three data predictions exactly (weight ``phi_2`` on its second divided difference ``D2``);
+    ``"dpm-solver"`` uses half that weight, the form of DPM-Solver++'s third-order multistep code as
+    diffusers' ``DPMSolverMultistepScheduler(solver_order=3)`` and k-diffusion's ``sample_dpmpp_3m_sde``
+    run it (it treats ``D2`` as ``h^2 D''`` where the divided difference is ``h^2 D''/2``).
     """
 
     needs_sde = True
@@ -169,6 +203,8 @@ class ExponentialMultistep(Solver):
     max_order: ClassVar[int] = 1
     eta: float = 0.0
     lower_order_final: bool = True
+    solver_type: str = "heun"
+    third_order: str = "exact"
 
     @staticmethod
     def _check_eta(eta: Any) -> float:
@@ -196,9 +232,14 @@ class ExponentialMultistep(Solver):
         h = l1 - l0
         d0 = data_prediction(process, x, t0, c0, take_buffer(state, x))
         hist = [(l0, d0)] + state["hist"]
-        n = min(self.max_order, len(hist), order_cap(state, self.lower_order_final))
+        n = min(self.max_order, len(hist), order_cap(state, self.lower_order_final, count_denoise=True))
         eta = self.noise_rate(h)
-        w = weights([(lj - l0) / h for lj, _ in hist[:n]], phi((1.0 + eta) * h, n))
+        phis = phi((1.0 + eta) * h, n)
+        if n == 2 and self.solver_type == "midpoint":
+            phis[1] = 0.5 * phis[0]
+        elif n == 3 and self.third_order == "dpm-solver":
+            phis[2] = 0.5 * phis[2]
+        w = weights([(lj - l0) / h for lj, _ in hist[:n]], phis)
         c164 = c1.to(torch.float64)
         a1, s1, s0 = sde.alpha(c164), sde.sigma(c164), sde.sigma(c0.to(torch.float64))
         terms = [((a1 * wj).to(x.dtype), dj) for wj, (_, dj) in zip(w, hist)]

@@ -1,16 +1,21 @@
 """DPM-Solver++(2M): second-order multistep exponential integrator of the PF-ODE (Lu et al. 2022,
-"DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models", Alg. 2).
+"DPM-Solver++: Fast Solver for Guided Sampling of Diffusion Probabilistic Models", Sec. 4.2).
 
-Data prediction ``D = (x + sigma^2 s)/alpha`` in ``lambda = ln(alpha/sigma)`` time; the
-integral of ``D`` is taken exactly over the line through the current and the previous
-``D`` (exponential Adams–Bashforth 2, see :mod:`sdekit.solvers._exponential`). The first
-step is DDIM; on grids of fewer than 15 steps the last step is first order
-(``lower_order_final``). Order: 2. NFE per step: 1. History lives in the solver state.
+Data prediction ``D = (x + sigma^2 s)/alpha`` in ``lambda = ln(alpha/sigma)`` time. With
+``solver_type="heun"`` (sdekit's default) the integral of ``D`` is taken exactly over the line
+through the current and the previous ``D`` (exponential Adams–Bashforth 2, see
+:mod:`sdekit.solvers._exponential`); ``solver_type="midpoint"`` is the paper's Alg. 2, which
+integrates the line's value at the middle of the step, ``D_0 + (D_0 - D_1) / (2 r)`` (the
+default of diffusers' ``DPMSolverMultistepScheduler`` and of k-diffusion's ``sample_dpmpp_2m``).
+The first step is DDIM. ``lower_order_final`` counts the final denoising step as the last step
+(diffusers' rule): on grids of fewer than 15 steps that step is first order, which it always is,
+so for this second-order method the flag changes nothing. Order: 2. NFE per step: 1. History
+lives in the solver state.
 """
 
 from __future__ import annotations
 
-from ._exponential import ExponentialMultistep, check_bool
+from ._exponential import ExponentialMultistep, check_bool, check_solver_type
 from .base import register
 
 
@@ -26,5 +31,7 @@ class DPMPP2M(ExponentialMultistep):
     max_order = 2
     default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
 
-    def __init__(self, *, lower_order_final: bool = True) -> None:
+    def __init__(self, *, lower_order_final: bool = True,
+                 solver_type: str = "heun") -> None:
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.solver_type = check_solver_type(solver_type)

@@ -6,14 +6,16 @@ Over ``h = lambda_t - lambda_s`` with noise rate ``eta`` (``eta = lam^2``; 1 = r
     x_t = (sigma_t/sigma_s) e^{-eta h} x_s + alpha_t sum_j w_j D_j + sigma_t sqrt(1 - e^{-2 eta h}) z
 
 with ``w_j`` the exact integral of ``(1+eta) e^{-(1+eta)(h-u)}`` against the line through the
-last two data predictions (:mod:`sdekit.solvers._exponential`). The Gaussian ``z`` comes
+last two data predictions (:mod:`sdekit.solvers._exponential`; ``solver_type="heun"``), or against
+its value at the middle of the step (``solver_type="midpoint"``: k-diffusion's default
+``sample_dpmpp_2m_sde`` and diffusers' ``sde-dpmsolver++``). The Gaussian ``z`` comes
 from the step's :class:`~sdekit.noise.StepNoise`. Strong order 1, weak order 2 in the
 drift terms (the noise enters exactly). NFE per step: 1.
 """
 
 from __future__ import annotations
 
-from ._exponential import ExponentialMultistep, check_bool
+from ._exponential import ExponentialMultistep, check_bool, check_solver_type
 from .base import register
 
 
@@ -28,6 +30,8 @@ class DPMPP2MSDE(ExponentialMultistep):
     max_order = 2
     default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
 
-    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = True) -> None:
+    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = True,
+                 solver_type: str = "heun") -> None:
         self._set_eta(eta)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.solver_type = check_solver_type(solver_type)

@@ -5,7 +5,8 @@ In the scaled variables ``x~ = x/alpha`` and ``sigma~ = sigma/alpha = e^{-lambda
 every linear SDE reads ``dx~/dsigma~ = (x~ - D)/sigma~`` with ``D`` Tweedie's data prediction.
 A step ``sigma~_0 -> sigma~_1`` optionally first raises the noise to
 ``sigma^ = (1 + gamma) sigma~_0`` (``gamma = min(s_churn/N, sqrt 2 - 1)`` when
-``s_tmin <= sigma~_0 <= s_tmax``, ``N`` the number of steps) by adding
+``s_tmin <= sigma~_0 <= s_tmax``, ``N`` the number of steps counting the final denoising step
+as EDM and k-diffusion count their step to ``sigma = 0``: the number of grid points) by adding
 ``sqrt(sigma^2 - sigma~_0^2) s_noise z`` (``z`` from the step's StepNoise), then takes Heun's
 step from ``sigma^`` to ``sigma~_1``. The grid ends at ``eps > 0``, so every step is Heun.
 Order: 2 without churn; weak order 1 with churn. NFE per step: 2.
@@ -62,7 +63,7 @@ class EDMHeun(Solver):
                 raise ValueError("edm_heun with s_churn > 0 needs the time grid (run it through sdekit.sample/solve "
                                  "or sdekit.integrate)")
             inside = (sig0 >= self.s_tmin) & (sig0 <= self.s_tmax)
-            gamma = torch.where(inside, torch.full_like(sig0, min(self.s_churn / (grid.numel() - 1),
+            gamma = torch.where(inside, torch.full_like(sig0, min(self.s_churn / grid.numel(),
                                                                   math.sqrt(2.0) - 1.0)), torch.zeros_like(sig0))
             sigh = sig0 * (1.0 + gamma)
             ch = torch.where(gamma > 0, sde.t_from_log_snr(-torch.log(sigh)), c0d)

@@ -1,0 +1,134 @@
+"""LMS, the DPM-Solver++ ``solver_type`` variants, diffusers' lower-order-final rule, EDM churn and
+from_diffusers' scheduler options (issue 13): orders on exact Gaussian PF-ODE flows, the rules on
+known answers, refusals before any work."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.solvers import resolve
+from sdekit.solvers._exponential import order_cap
+from sdekit.testing import GaussianMixture
+
+from ._orders import slope
+
+SDES = {"vp": sdekit.VPSDE(), "ve": sdekit.VESDE(), "edm": sdekit.EDMSDE(0.002, 80.0)}
+
+
+def _gaussian(dim: int = 4) -> GaussianMixture:
+    g = torch.Generator().manual_seed(0)
+    return GaussianMixture(torch.ones(1), torch.randn(1, dim, generator=g, dtype=torch.float64),
+                           0.2 + torch.rand(1, dim, generator=g, dtype=torch.float64))
+
+
+def _errors(sde_name, solver, steps, eps, **options):
+    sde, mix = SDES[sde_name], _gaussian()
+    eps = max(eps, sde.eps)
+    x_T = sde.prior_sample((32, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    exact = mix.pf_ode_flow(x_T, sde.T, eps, sde)
+    return [float((sdekit.sample(mix.score_fn(sde), sde, solver, x_T=x_T, steps=n, eps=eps, denoise=False,
+                                 **options) - exact).norm() / exact.norm()) for n in steps]
+
+
+@pytest.mark.parametrize("order", [1, 2, 3, 4])
+def test_lms_order(order):
+    """LMS of order p has global error O(h^p) on the exact single-Gaussian PF-ODE flow under EDM on
+    Karras grids (64/128/256 steps; measured slopes 1.00, 1.97, 2.94, 3.89)."""
+    steps = [64, 128, 256]
+    errs = _errors("edm", "lms", steps, 0.5, order=order, schedule="karras")
+    assert abs(slope(steps, errs) - order) < 0.3, errs
+    assert resolve("lms", order=order).order == order
+
+
+def test_lms_warm_up_limits_the_order_where_the_flow_curves_at_T():
+    """The lower-order warm-up (k-diffusion's and diffusers') leaves a first-step error O(h^2): on VP in
+    its own time, where the flow curves at T, order 4 measures ~2. Documented in the solver."""
+    steps = [32, 64, 128]
+    errs = _errors("vp", "lms", steps, 0.4, order=4, schedule="uniform")
+    assert abs(slope(steps, errs) - 2) < 0.3, errs
+
+
+@pytest.mark.parametrize("solver", ["dpmpp_2m", "dpmpp_3m"])
+def test_midpoint_order(solver):
+    """solver_type='midpoint' keeps the method's order (2 for 2M; 3M's order-3 steps do not use it)."""
+    steps = [32, 64, 128]
+    errs = _errors("vp", solver, steps, 0.4, solver_type="midpoint")
+    order = resolve(solver).order
+    assert abs(slope(steps, errs) - order) < 0.3, errs
+
+
+def test_midpoint_differs_from_heun_only_in_the_second_order_term():
+    sde, mix = SDES["vp"], _gaussian()
+    x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    kw = dict(x_T=x_T, steps=10)
+    heun = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", **kw)
+    mid = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", solver_type="midpoint", **kw)
+    ddim = sdekit.sample(mix.score_fn(sde), sde, "ddim", **kw)
+    assert not torch.allclose(heun, mid)
+    # both are second-order corrections of the same first-order step: closer to each other than to DDIM
+    assert (heun - mid).norm() < (heun - ddim).norm()
+
+
+def test_solver_type_is_checked():
+    with pytest.raises(ValueError, match="solver_type"):
+        resolve("dpmpp_2m", solver_type="bh2")
+    with pytest.raises(ValueError, match="order"):
+        resolve("lms", order=0)
+    assert resolve("dpmpp_2m_sde", solver_type="midpoint").options()["solver_type"] == "midpoint"
+
+
+def test_lower_order_final_counts_the_denoising_step():
+    """diffusers: with N < 15 timesteps, step N-1 (sdekit's denoising step) is first order and step N-2
+    (sdekit's last solver step) second order. The grid has N points."""
+    grid = torch.linspace(1.0, 0.1, 10)
+    caps = [order_cap({"grid": grid, "i": i}, True, count_denoise=True) for i in range(9)]
+    assert caps[-1] == 2 and caps[-2] == 3 and min(caps) == 2
+    assert order_cap({"grid": torch.linspace(1.0, 0.1, 15), "i": 13}, True, count_denoise=True) > 3
+    # so lower_order_final changes nothing for a second-order multistep method
+    sde, mix = SDES["ve"], _gaussian()
+    x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    on, off = (sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", x_T=x_T, steps=8, lower_order_final=f)
+               for f in (True, False))
+    assert torch.equal(on, off)
+
+
+def test_edm_churn_normalised_by_the_number_of_grid_points():
+    """gamma = min(s_churn / N, sqrt 2 - 1) with N = len(k-diffusion's sigmas) - 1 = sdekit's grid points: the
+    kick of the first step has std sigma_0 sqrt((1+gamma)^2 - 1)."""
+    sde = SDES["edm"]
+    x_T = torch.zeros(4096, 1, dtype=torch.float64)
+    grid = torch.tensor([10.0, 5.0, 1.0, 0.5], dtype=torch.float64)
+    calls = []
+
+    def score_fn(x, t):
+        calls.append((x.clone(), t.clone()))
+        return -x / (1.0 + t[:, None] ** 2)
+
+    sdekit.solve(score_fn, sde, "edm_heun", schedule=grid, x_T=x_T, s_churn=1.0, denoise=False,
+                 generator=torch.Generator().manual_seed(0))
+    x_hat, t_hat = calls[0]
+    gamma = 1.0 / grid.numel()
+    assert torch.allclose(t_hat, torch.full_like(t_hat, 10.0 * (1 + gamma)))
+    assert abs(float(x_hat.std()) / (10.0 * math.sqrt((1 + gamma) ** 2 - 1)) - 1) < 0.05
+
+
+def test_grid_within_float32_ulps_of_T_is_accepted_and_clamped():
+    sde = sdekit.VPSDE()
+    g = sdekit.grids.get_grid(torch.tensor([sde.T * (1 + 2e-7), 0.5, 0.1]), sde, 4)
+    assert float(g[0]) == sde.T
+    with pytest.raises(ValueError, match="at or below sde.T"):
+        sdekit.grids.get_grid(torch.tensor([sde.T * (1 + 1e-5), 0.5, 0.1], dtype=torch.float64), sde, 4)
+
+
+def test_dpm_solver_third_order_form_is_second_order():
+    """The peers' third-order multistep step (third_order="dpm-solver": half the exact weight on D2) measures
+    order ~2 on the exact Gaussian PF-ODE (VP, eps=0.4: slopes 3.03 exact, 2.09 dpm-solver; VE 3.18, 2.37)."""
+    steps = [32, 64, 128]
+    assert abs(slope(steps, _errors("vp", "dpmpp_3m", steps, 0.4, third_order="dpm-solver")) - 2) < 0.3
+    assert abs(slope(steps, _errors("vp", "dpmpp_3m", steps, 0.4)) - 3) < 0.3
+    with pytest.raises(ValueError, match="third_order"):
+        resolve("dpmpp_3m_sde", third_order="taylor")
