@@ -23,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-from ._utils import check_int, check_real
+from ._utils import check_bool, check_int, check_real
 from .kernels import error_norm
 
 __all__ = ["PIController"]
@@ -71,8 +71,7 @@ class PIController:
         if self.rtol == 0 and self.atol == 0:
             raise ValueError("rtol and atol cannot both be 0")
         self.err_order = check_int("err_order", self.err_order, minimum=0)
-        if not isinstance(self.per_sample, bool):
-            raise TypeError(f"per_sample must be a bool, got {type(self.per_sample).__name__}")
+        check_bool("per_sample", self.per_sample)
         if self.combine not in ("sum", "max"):
             raise ValueError(f"combine must be 'sum' or 'max', got {self.combine!r}")
         self.safety = check_real("safety", self.safety, positive=True)
