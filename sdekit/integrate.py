@@ -145,8 +145,7 @@ def integrate(process: Process, solver: Solver, grid: Tensor, x: Tensor, noise: 
             solvers reject non-finite steps instead, ending in :class:`StepSizeUnderflowError`).
         condition: a projection applied after every step (inpainting, colorization: see
             :mod:`sdekit.guidance`); the solver is wrapped as ``Conditioned(solver, condition)``.
-        compile: ``torch.compile`` options for the step (see :mod:`sdekit.capture`); ``None`` runs
-            eagerly. Fixed-step solvers only.
+        compile: ``torch.compile`` options for the step (:mod:`sdekit.capture`); ``None``: eager.
         policy: the time-stepping policy (default: :func:`sdekit.stepping.default_policy`).
 
     Raises:
