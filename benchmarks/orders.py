@@ -22,14 +22,9 @@ from sdekit.integrate import integrate
 from sdekit.noise import BrownianNoise, GaussianNoise
 from sdekit.process import ReverseProcess
 from sdekit.solvers import available, resolve
-from sdekit.testing import GaussianMixture
+from sdekit.testing import GaussianMixture, convergence_slope
 
-
-def slope(steps, errors) -> float:
-    lh = torch.log(1.0 / torch.tensor(steps, dtype=torch.float64))
-    le = torch.log(torch.tensor(errors, dtype=torch.float64))
-    a = torch.stack([lh, torch.ones_like(lh)], 1)
-    return float(torch.linalg.lstsq(a, le[:, None]).solution[0])
+slope = convergence_slope  # least-squares slope of log(error) against log(1/steps)
 
 
 def ode_order(name: str, sde, steps) -> tuple[float, list[float]]:

@@ -9,7 +9,7 @@ Quick start::
                       generator=torch.Generator().manual_seed(0))
 """
 
-from . import distributed, grids, guidance, kernels, metrics, noise, score, seeding, solvers, testing
+from . import distributed, errors, grids, guidance, kernels, metrics, noise, score, seeding, solvers, stepping, testing
 from .integrate import (
     MaxStepsError,
     NonFiniteError,
@@ -33,5 +33,5 @@ __all__ = [
     "StepSizeUnderflowError",
     "likelihood", "encode", "decode", "LikelihoodResult",
     "grids", "guidance", "kernels", "metrics", "noise", "score", "solvers", "testing", "seeding", "distributed",
-    "__version__",
+    "errors", "stepping", "__version__",
 ]

@@ -71,3 +71,22 @@ def as_time(t: Tensor | float, like: Tensor) -> Tensor:
             return t.expand(b)
         return t
     return torch.full((b,), float(t), device=like.device, dtype=like.dtype)
+
+
+def check_bool(name: str, value: Any) -> bool:
+    """Return ``value`` after checking it is a bool (nothing is coerced)."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
+    return value
+
+
+def check_lam(lam: Any) -> float:
+    """Return the reverse-family noise level ``lam`` as a float after checking it is a number in [0, 1]."""
+    if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
+        raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+    return float(lam)
+
+
+def check_buffer(buf: Tensor | None, like: Tensor) -> bool:
+    """Whether ``buf`` can be reused as a scratch tensor for ``like`` (same shape, dtype and device)."""
+    return buf is not None and buf.shape == like.shape and buf.dtype == like.dtype and buf.device == like.device

@@ -1,11 +1,12 @@
 """Capturing the fixed-step loop with ``torch.compile``: ``sdekit.sample(..., compile=True)``.
 
-The unit that is compiled is one solver step together with the score evaluations it makes
-(:func:`one_step`), so the compiler sees the score network and the update in one graph and can
-fuse the update into the network's last kernels. The loop itself stays in Python: a step is
-compiled once per distinct shape of the solver state (a multistep method's history fills up
-over its first steps), not once per step, and later calls with the same score function, solver
-and shapes reuse the compiled code.
+This module only wraps a step for the compiler; the plain step is
+:func:`sdekit.solvers.base.one_step` (re-exported here). The unit that is compiled is one solver
+step together with the score evaluations it makes, so the compiler sees the score network and
+the update in one graph and can fuse the update into the network's last kernels. The loop
+itself stays in Python: a step is compiled once per distinct shape of the solver state (a
+multistep method's history fills up over its first steps), not once per step, and later calls
+with the same score function, solver and shapes reuse the compiled code.
 
 What stays outside the graph, by design:
 
@@ -13,7 +14,9 @@ What stays outside the graph, by design:
   so a compiled run draws exactly the noise the eager run draws. :class:`~sdekit.kernels.philox.PhiloxNoise`
   draws inside the graph, as one opaque op (``sdekit::philox_normal``) that runs the kernel, so
   with it every solver's step is a single graph (``compile={"fullgraph": True}``);
-- the NaN/Inf guard, callbacks, saved states, ``condition=`` projections and the denoising step.
+- the NaN/Inf guard, callbacks, saved states and the denoising step. A ``condition=`` projection
+  is part of the step (:class:`~sdekit.solvers.conditioned.Conditioned` wraps the solver), so it is
+  compiled with it.
 
 Adaptive solvers decide on the host whether to accept a step, so they are refused.
 """
@@ -26,18 +29,10 @@ import types
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
-from .noise import NoiseSource, StepNoise
+from .solvers.base import one_step
 
 __all__ = ["one_step", "check_compile", "step_function", "recompile_budget", "RECOMPILE_LIMIT"]
-
-
-def one_step(solver: Any, process: Any, t0: Tensor, t1: Tensor, x: Tensor, state: dict,
-             noise: NoiseSource) -> tuple[Tensor, dict, Tensor | None]:
-    """One fixed step of ``solver`` from ``(x, t0)`` to ``t1`` (what the driver calls, compiled or not)."""
-    return solver.step(process, t0, t1, x, state, StepNoise(noise, t0, t1, x))
-
 
 _OPTIONS = tuple(p for p in inspect.signature(torch.compile).parameters if p != "model")
 _compiled: dict[tuple, Callable] = {}

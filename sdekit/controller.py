@@ -13,20 +13,53 @@ Hairer & Wanner, *Solving ODEs II*, Sec. IV.2. The error norm is the scaled RMS 
 :func:`sdekit.kernels.error_norm` (or, with ``combine="max"``, the scale
 ``max(atol, rtol |x|)`` of Jolicoeur-Martineau et al. 2021), per sample, or pooled over the batch (``per_sample=False``,
 which equals the RMS norm over the flattened state that scipy and torchdiffeq use).
+
+:class:`StepSizeController` is the interface :class:`sdekit.stepping.Adaptive` uses; any object
+with it (a PID controller, a controller with other limits) plugs in as
+``integrate(..., policy=Adaptive(grid, my_controller))`` or through an adaptive solver's
+``controller()`` method, without editing the loop.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Protocol
 
 import torch
 from torch import Tensor
 
-from ._utils import check_int, check_real
+from ._utils import check_bool, check_int, check_real
 from .kernels import error_norm
 
-__all__ = ["PIController"]
+__all__ = ["PIController", "StepSizeController"]
+
+
+class StepSizeController(Protocol):
+    """What :class:`sdekit.stepping.Adaptive` asks of a step-size controller (all tensors ``(batch,)``).
+
+    Attributes:
+        per_sample: every sample its own step (else one step shared by the batch).
+        h_min: the smallest step allowed before :class:`~sdekit.errors.StepSizeUnderflowError`.
+        max_steps: the most step attempts before :class:`~sdekit.errors.MaxStepsError`.
+    """
+
+    per_sample: bool
+    h_min: float
+    max_steps: int
+
+    def initial_step(self, x: Tensor, f0: Tensor | None, span: float, *,
+                     drift: Callable[[Tensor, Tensor], Tensor] | None = None, t0: Tensor | None = None,
+                     direction: float = -1.0) -> Tensor:
+        """The first step size per sample (float64); ``f0`` is the solver's initial derivative or ``None``."""
+        ...
+
+    def norm(self, err: Tensor, x0: Tensor, x1: Tensor) -> Tensor:
+        """The scaled error of a step (accept where ``<= 1``)."""
+        ...
+
+    def factor(self, e: Tensor, e_prev: Tensor, accepted: Tensor) -> Tensor:
+        """The factor from this step's size to the next (``e_prev``: the last accepted step's error)."""
+        ...
 
 
 @dataclass
@@ -71,8 +104,7 @@ class PIController:
         if self.rtol == 0 and self.atol == 0:
             raise ValueError("rtol and atol cannot both be 0")
         self.err_order = check_int("err_order", self.err_order, minimum=0)
-        if not isinstance(self.per_sample, bool):
-            raise TypeError(f"per_sample must be a bool, got {type(self.per_sample).__name__}")
+        check_bool("per_sample", self.per_sample)
         if self.combine not in ("sum", "max"):
             raise ValueError(f"combine must be 'sum' or 'max', got {self.combine!r}")
         self.safety = check_real("safety", self.safety, positive=True)

@@ -7,8 +7,10 @@ Two kinds of tools, both usable with EVERY solver:
   ``grad log p_t(x | y) = grad log p_t(x) + grad log p_t(y | x)``; exact at ``scale = 1``),
   :func:`classifier_free` mixes a conditional and an unconditional score, and
   :func:`log_prob_gradient` turns a time-dependent classifier ``log p_t(y | x)`` into its gradient.
-- **Conditions** are projections the driver loop applies after every step, passed as
-  ``sdekit.sample(..., condition=...)``: :class:`Inpainting` (known entries under a mask of
+- **Conditions** are projections applied after every step, passed as
+  ``sdekit.sample(..., condition=...)``, which wraps the solver as
+  :class:`~sdekit.solvers.conditioned.Conditioned` (so they work with every solver, adaptive
+  ones included): :class:`Inpainting` (known entries under a mask of
   any shape), :class:`LinearMeasurement` (``y = A x`` with ``A`` having orthonormal rows)
   and :func:`colorization` (the gray channel of an image as such a measurement). After
   each step to ``t1`` the measured part is replaced by a fresh forward-noised copy of the
@@ -25,10 +27,10 @@ Two kinds of tools, both usable with EVERY solver:
     step back ``t0 -> t1`` and replace again (1 NFE each). This lets the unknown part
     harmonise with the known one (measured less effective than the corrector per NFE).
 
-A condition object only needs ``apply(process, x, t0, t1, noise) -> x`` (called by
-:func:`sdekit.integrate.integrate` after each step) and, optionally, ``finalize(x) -> x``
-(called by :func:`sdekit.solve` after the final denoising step; here it sets the measured
-part to the clean measurement).
+A condition object only needs ``apply(process, x, t0, t1, noise) -> x`` (called by the
+wrapper after each step of the solver) and, optionally, ``check(x)`` (called before any score
+evaluation: raise on samples it cannot condition) and ``finalize(x) -> x`` (called after the
+final denoising step; here it sets the measured part to the clean measurement).
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class Condition:
         """Return ``x`` with its measured part replaced by ``a * y + s * xi`` (``xi`` standard normal)."""
         raise NotImplementedError
 
+    def check(self, x: Tensor) -> None:
+        """Raise ``ValueError`` if samples shaped like ``x`` cannot be conditioned (called before any work)."""
+
     def finalize(self, x: Tensor) -> Tensor:
         """Return ``x`` with its measured part set to the clean measurement."""
         raise NotImplementedError
@@ -159,7 +164,7 @@ class Condition:
         return self.resample - 1 + self.corrector_steps
 
     def apply(self, process: Any, x: Tensor, t0: Tensor, t1: Tensor, noise: NoiseSource) -> Tensor:
-        """Project the state reached at ``t1`` by the step from ``t0`` (called by the driver)."""
+        """Project the state reached at ``t1`` by the step from ``t0`` (called after each solver step)."""
         sde = getattr(process, "sde", None)
         if sde is None:
             raise TypeError("a condition needs a process with an .sde (sdekit.ReverseProcess)")
@@ -234,6 +239,9 @@ class Inpainting(Condition):
                              f"{tuple(self.y.shape)}") from err
         self.mask = mask
 
+    def check(self, x: Tensor) -> None:
+        self._check(x)
+
     def _check(self, x: Tensor) -> None:
         try:
             ok = torch.broadcast_shapes(x.shape, self.y.shape, self.mask.shape) == x.shape
@@ -287,6 +295,21 @@ class LinearMeasurement(Condition):
         self.dim = check_int("dim", dim)
         if self.y.ndim < 2 or not -self.y.ndim <= self.dim < self.y.ndim or self.y.shape[self.dim] != A.shape[0]:
             raise ValueError(f"y of shape {tuple(self.y.shape)} must have size m={A.shape[0]} along dim={dim}")
+
+    def check(self, x: Tensor) -> None:
+        d = self.dim if self.dim >= 0 else self.dim + x.ndim
+        if not 0 <= d < x.ndim or x.shape[d] != self.A.shape[1]:
+            raise ValueError(f"the samples of shape {tuple(x.shape)} have no dim={self.dim} of size "
+                             f"{self.A.shape[1]} (the columns of A)")
+        meas = list(x.shape)
+        meas[d] = self.A.shape[0]
+        try:
+            ok = torch.broadcast_shapes(tuple(meas), self.y.shape) == tuple(meas)
+        except RuntimeError:
+            ok = False
+        if not ok:
+            raise ValueError(f"the measurement y of shape {tuple(self.y.shape)} does not broadcast to the "
+                             f"measured samples' shape {tuple(meas)} (samples {tuple(x.shape)})")
 
     def _apply_A(self, x: Tensor, M: Tensor) -> Tensor:
         return torch.movedim(torch.movedim(x, self.dim, -1) @ M.T, -1, self.dim)

@@ -12,16 +12,27 @@ whose Brownian increment, standard normals and space-time Lévy area come from o
 - :class:`BrownianPath` samples a Brownian path lazily with its own times per sample and
   remembers what it drew, so an adaptive SDE solver with per-sample step sizes retries a
   rejected step on the same path.
+- :class:`PerSampleNoise` draws each row from its own sample's generator (``seed=``; the
+  seeding rules are in :mod:`sdekit.seeding`).
+- :class:`PhiloxNoise` draws counter-based normals, batch-invariant and generated in-kernel
+  on CUDA (see :mod:`sdekit.kernels.philox`).
+
+``sdekit.seeding.PerSampleNoise`` and ``sdekit.kernels.philox.PhiloxNoise`` still import.
 """
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import Tensor
 
-from ._utils import bcast
+from ._utils import bcast, check_int
+from .kernels import philox_normal
+from .seeding import check_indices, check_seed, sample_seed
 
-__all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "BrownianPath", "StepNoise"]
+__all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "BrownianPath", "StepNoise", "PerSampleNoise",
+           "PhiloxNoise"]
 
 
 class NoiseSource:
@@ -267,3 +278,82 @@ class StepNoise:
         return self.source.normal(self.like)
 
 
+class PerSampleNoise(GaussianNoise):
+    """Gaussian noise with one generator per sample: row ``j`` is drawn from ``sample_seed(seed, indices[j])``.
+
+    Args:
+        seed: the run seed, an int in ``[0, 2**63)``.
+        indices: the global index of each sample in the batch (ints >= 0).
+        device: where the generators live and the noise is drawn (default CPU). The same
+            seed gives different numbers on CPU and CUDA (different generators).
+
+    Increments, Lévy areas and the prior are all built from :meth:`normal`, so every
+    draw is batch-invariant.
+    """
+
+    def __init__(self, seed: int, indices: Sequence[int] | Tensor, *,
+                 device: torch.device | str | None = None) -> None:
+        super().__init__(None)
+        self.seed = check_seed(seed)
+        self.indices = check_indices(indices)
+        self.device = torch.device("cpu") if device is None else torch.device(device)
+        self._gens = [torch.Generator(device=self.device).manual_seed(sample_seed(self.seed, i))
+                      for i in self.indices]
+
+    def normal(self, like: Tensor) -> Tensor:
+        if like.ndim < 1 or like.shape[0] != len(self._gens):
+            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but was asked "
+                             f"for noise of shape {tuple(like.shape)}")
+        if like.device.type != self.device.type:
+            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {like.device}")
+        out = torch.empty(like.shape, device=like.device, dtype=like.dtype)
+        row_shape = tuple(like.shape[1:])
+        for j, g in enumerate(self._gens):
+            torch.randn(row_shape, generator=g, out=out[j])
+        return out
+
+    def prior(self, sde, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
+        """``x_T`` from the prior ``N(0, sde.prior_std^2 I)``, each row from its own sample's stream."""
+        z = self.normal(torch.empty(tuple(shape), device=self.device, dtype=dtype))
+        return z.mul_(sde.prior_std)
+
+    def __repr__(self) -> str:
+        return f"PerSampleNoise(seed={self.seed}, samples={len(self._gens)}, device={self.device})"
+
+
+class PhiloxNoise(NoiseSource):
+    """Batch-invariant Gaussian noise from a counter-based RNG (Philox4x32-10).
+
+    Args:
+        seed: a non-negative integer below ``2**63``: the Philox key.
+        sample_offset: global index of the first sample of the batch (for sharded runs).
+
+    Like :class:`~sdekit.noise.GaussianNoise`, querying the same step twice gives fresh
+    draws; use :class:`~sdekit.noise.BrownianNoise` where an adaptive step is retried.
+    Call :meth:`reset` (or make a new instance) to replay the same noise.
+    """
+
+    def __init__(self, seed: int, *, sample_offset: int = 0) -> None:
+        self.seed = check_int("seed", seed, minimum=0)
+        if self.seed >= 2 ** 63:
+            raise ValueError(f"seed must be < 2**63, got {seed}")
+        self.sample_offset = check_int("sample_offset", sample_offset, minimum=0)
+        self.draws = 0
+
+    def reset(self) -> None:
+        """Start again from the first draw."""
+        self.draws = 0
+
+    def normal(self, like: Tensor) -> Tensor:
+        z = philox_normal(like.shape, self.seed, self.draws, self.sample_offset, device=like.device, dtype=like.dtype)
+        self.draws += 1
+        return z
+
+    def increment(self, t0: Tensor, t1: Tensor, like: Tensor) -> Tensor:
+        return self.normal(like).mul_(bcast(torch.sqrt(torch.abs(t1 - t0)).to(like.dtype), like))
+
+    def space_time_levy(self, t0: Tensor, t1: Tensor, like: Tensor) -> Tensor:
+        return self.normal(like).mul_(bcast(torch.sqrt(torch.abs(t1 - t0) / 12.0).to(like.dtype), like))
+
+    def __repr__(self) -> str:
+        return f"PhiloxNoise(seed={self.seed}, sample_offset={self.sample_offset})"

@@ -20,7 +20,8 @@ from typing import Callable, Protocol
 import torch
 from torch import Tensor
 
-from ._utils import bcast
+from ._utils import bcast, check_lam
+from .errors import ScoreError
 from .sde import SDE
 
 __all__ = ["Process", "ReverseProcess", "DriftDiffusion", "ScoreFn", "ScoreError"]
@@ -28,12 +29,13 @@ __all__ = ["Process", "ReverseProcess", "DriftDiffusion", "ScoreFn", "ScoreError
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
 
-class ScoreError(ValueError):
-    """The score function returned something that is not a tensor like ``x``."""
-
-
 class Process(Protocol):
-    """What a solver may ask of the dynamics: drift, state-independent diffusion, NFE."""
+    """What a solver may ask of the dynamics: drift, state-independent diffusion, NFE.
+
+    Optional members that :func:`sdekit.solvers.base.check_solver` reads when present: ``lam``
+    (the member of the reverse family integrated), ``stochastic`` (whether ``diffusion`` is
+    non-zero), and ``sde`` with ``score`` (for the diffusion-specific solvers, ``needs_sde``).
+    """
 
     nfe: int
 
@@ -63,13 +65,16 @@ class ReverseProcess:
             raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
         if not callable(score_fn):
             raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= float(lam) <= 1.0:
-            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
         self.sde = sde
         self.score_fn = score_fn
-        self.lam = float(lam)
+        self.lam = check_lam(lam)
         self.grad = grad
         self.nfe = 0
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether the dynamics have noise (``lam > 0``)."""
+        return self.lam > 0
 
     def score(self, x: Tensor, t: Tensor) -> Tensor:
         """Evaluate the score (one NFE) and check that it returns a tensor like ``x``."""
@@ -133,6 +138,11 @@ class DriftDiffusion:
         self._drift = drift
         self._diffusion = diffusion
         self.nfe = 0
+
+    @property
+    def stochastic(self) -> bool:
+        """Whether a diffusion was given (a deterministic solver would drop it)."""
+        return self._diffusion is not None
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1

@@ -19,6 +19,7 @@ from .process import ReverseProcess, ScoreFn
 from .sde import SDE
 from .seeding import PerSampleNoise, check_indices, check_seed
 from .solvers.base import Solver, resolve
+from .solvers.conditioned import Conditioned
 
 __all__ = ["sample", "solve", "steps_for_nfe"]
 
@@ -211,16 +212,17 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     if seeded is not None:
         noise = seeded
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
+    if condition is not None:
+        solver = Conditioned(solver, condition)  # the condition wraps the solver; finalize below
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
                     save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
-                    condition=condition, compile=compile_options)
+                    compile=compile_options)
     if denoise:
         t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
         x_last = sol.x
         sol.x = process.data_prediction(sol.x, t_end)
         sol.nfe = process.nfe
-        if condition is not None and callable(getattr(condition, "finalize", None)):
-            sol.x = condition.finalize(sol.x)
+        sol.x = solver.finalize(sol.x)
         if check_finite and not bool(torch.isfinite(sol.x).all()):
             # a numerical fault like any other step: the (finite) state before denoising is kept
             raise NonFiniteError(sol.steps + 1, float(grid[-1]), x_last.clone(), "final denoising step")
@@ -265,8 +267,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
             CUDA tensors when installed), ``"triton"`` or ``"torch"``; ``None`` keeps the global
             setting (:func:`sdekit.kernels.set_backend`).
         condition: a projection applied after every step, e.g. :class:`sdekit.guidance.Inpainting`
-            or :func:`sdekit.guidance.colorization` (works with every fixed-step solver; adaptive
-            solvers refuse it).
+            or :func:`sdekit.guidance.colorization`; it wraps the solver
+            (:class:`~sdekit.solvers.conditioned.Conditioned`), so it works with every solver.
         compile: capture each fixed step (the score evaluations and the update together) with
             ``torch.compile``: ``True`` for its defaults, or a dict of its options (e.g.
             ``{"mode": "max-autotune"}``). A step compiles once per shape of the solver state, not

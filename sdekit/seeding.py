@@ -24,9 +24,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from .noise import GaussianNoise
-
-__all__ = ["PerSampleNoise", "sample_seed", "check_seed", "check_indices"]
+__all__ = ["PerSampleNoise", "sample_seed", "check_seed", "check_indices"]  # noqa: F822  (PerSampleNoise: see __getattr__)
 
 _M32 = 0xFFFFFFFF
 
@@ -85,44 +83,10 @@ def check_indices(indices: object, batch: int | None = None) -> list[int]:
     return out
 
 
-class PerSampleNoise(GaussianNoise):
-    """Gaussian noise with one generator per sample: row ``j`` is drawn from ``sample_seed(seed, indices[j])``.
+def __getattr__(name: str):
+    # PerSampleNoise moved to sdekit.noise (every noise source lives there); this path keeps working
+    if name == "PerSampleNoise":
+        from .noise import PerSampleNoise
 
-    Args:
-        seed: the run seed, an int in ``[0, 2**63)``.
-        indices: the global index of each sample in the batch (ints >= 0).
-        device: where the generators live and the noise is drawn (default CPU). The same
-            seed gives different numbers on CPU and CUDA (different generators).
-
-    Increments, Lévy areas and the prior are all built from :meth:`normal`, so every
-    draw is batch-invariant.
-    """
-
-    def __init__(self, seed: int, indices: Sequence[int] | Tensor, *,
-                 device: torch.device | str | None = None) -> None:
-        super().__init__(None)
-        self.seed = check_seed(seed)
-        self.indices = check_indices(indices)
-        self.device = torch.device("cpu") if device is None else torch.device(device)
-        self._gens = [torch.Generator(device=self.device).manual_seed(sample_seed(self.seed, i))
-                      for i in self.indices]
-
-    def normal(self, like: Tensor) -> Tensor:
-        if like.ndim < 1 or like.shape[0] != len(self._gens):
-            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but was asked "
-                             f"for noise of shape {tuple(like.shape)}")
-        if like.device.type != self.device.type:
-            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {like.device}")
-        out = torch.empty(like.shape, device=like.device, dtype=like.dtype)
-        row_shape = tuple(like.shape[1:])
-        for j, g in enumerate(self._gens):
-            torch.randn(row_shape, generator=g, out=out[j])
-        return out
-
-    def prior(self, sde, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
-        """``x_T`` from the prior ``N(0, sde.prior_std^2 I)``, each row from its own sample's stream."""
-        z = self.normal(torch.empty(tuple(shape), device=self.device, dtype=dtype))
-        return z.mul_(sde.prior_std)
-
-    def __repr__(self) -> str:
-        return f"PerSampleNoise(seed={self.seed}, samples={len(self._gens)}, device={self.device})"
+        return PerSampleNoise
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

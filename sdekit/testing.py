@@ -18,7 +18,7 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["GaussianMixture"]
+__all__ = ["GaussianMixture", "convergence_slope"]
 
 
 def _softmax_rows(logits: Tensor) -> Tensor:
@@ -232,3 +232,15 @@ class GaussianMixture:
         return f"GaussianMixture(K={self.means.shape[0]}, event_shape={self.event_shape})"
 
 
+
+
+def convergence_slope(steps: Sequence[float], errors: Sequence[float]) -> float:
+    """The measured order: least-squares slope of ``log(error)`` against ``log(1/steps)``.
+
+    ``steps`` are step counts (or any quantity proportional to ``1/h``); the shared helper of the
+    convergence tests and ``benchmarks/orders.py``.
+    """
+    lh = torch.log(1.0 / torch.tensor(list(steps), dtype=torch.float64))
+    le = torch.log(torch.tensor(list(errors), dtype=torch.float64))
+    a = torch.stack([lh, torch.ones_like(lh)], 1)
+    return float(torch.linalg.lstsq(a, le[:, None]).solution[0])

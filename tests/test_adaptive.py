@@ -13,16 +13,14 @@ from sdekit.metrics import frechet_to_moments
 from sdekit.noise import BrownianNoise, BrownianPath, GaussianNoise
 from sdekit.process import DriftDiffusion, ReverseProcess
 from sdekit.solvers.runge_kutta import BOSH3, DOPRI5, ExplicitRK
-from sdekit.testing import GaussianMixture
+from sdekit.testing import GaussianMixture, convergence_slope
 
 F64 = torch.float64
 
 
 def _fit_slope(hs, errs):
-    x = torch.log(torch.tensor(hs, dtype=F64))
-    y = torch.log(torch.tensor(errs, dtype=F64))
-    design = torch.stack([x, torch.ones_like(x)], 1)
-    return float(torch.linalg.lstsq(design, y[:, None]).solution[0])
+    """Least-squares slope of log(err) against log(h)."""
+    return convergence_slope([1.0 / h for h in hs], errs)
 
 
 @pytest.fixture(scope="module")

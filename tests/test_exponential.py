@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 
@@ -13,7 +11,7 @@ from sdekit.metrics import frechet_to_moments
 from sdekit.noise import GaussianNoise
 from sdekit.process import ReverseProcess
 from sdekit.solvers import resolve
-from sdekit.testing import GaussianMixture
+from sdekit.testing import GaussianMixture, convergence_slope
 
 SDES = {"vp": sdekit.VPSDE(), "ve": sdekit.VESDE(), "subvp": sdekit.SubVPSDE(), "cosine": sdekit.CosineSDE()}
 
@@ -26,10 +24,7 @@ def _gaussian(dim: int = 4) -> GaussianMixture:
 
 def _slope(steps: list[int], errs: list[float]) -> float:
     """Least-squares slope of -log(err) against log(steps)."""
-    lx = torch.tensor([math.log(s) for s in steps], dtype=torch.float64)
-    ly = torch.tensor([-math.log(e) for e in errs], dtype=torch.float64)
-    lx, ly = lx - lx.mean(), ly - ly.mean()
-    return float((lx * ly).sum() / (lx * lx).sum())
+    return convergence_slope(steps, errs)
 
 
 # (solver, options, claimed order); the run stops at eps=0.4, where the data prediction still

@@ -16,49 +16,6 @@ is always the same quantity of the same step, so draws are keyed by step.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
-
-from .._utils import bcast, check_int
-from ..noise import NoiseSource
-from . import philox_normal
+from ..noise import PhiloxNoise  # noqa: F401  (moved to sdekit.noise, with every noise source; this path keeps working)
 
 __all__ = ["PhiloxNoise"]
-
-
-class PhiloxNoise(NoiseSource):
-    """Batch-invariant Gaussian noise from a counter-based RNG (Philox4x32-10).
-
-    Args:
-        seed: a non-negative integer below ``2**63``: the Philox key.
-        sample_offset: global index of the first sample of the batch (for sharded runs).
-
-    Like :class:`~sdekit.noise.GaussianNoise`, querying the same step twice gives fresh
-    draws; use :class:`~sdekit.noise.BrownianNoise` where an adaptive step is retried.
-    Call :meth:`reset` (or make a new instance) to replay the same noise.
-    """
-
-    def __init__(self, seed: int, *, sample_offset: int = 0) -> None:
-        self.seed = check_int("seed", seed, minimum=0)
-        if self.seed >= 2 ** 63:
-            raise ValueError(f"seed must be < 2**63, got {seed}")
-        self.sample_offset = check_int("sample_offset", sample_offset, minimum=0)
-        self.draws = 0
-
-    def reset(self) -> None:
-        """Start again from the first draw."""
-        self.draws = 0
-
-    def normal(self, like: Tensor) -> Tensor:
-        z = philox_normal(like.shape, self.seed, self.draws, self.sample_offset, device=like.device, dtype=like.dtype)
-        self.draws += 1
-        return z
-
-    def increment(self, t0: Tensor, t1: Tensor, like: Tensor) -> Tensor:
-        return self.normal(like).mul_(bcast(torch.sqrt(torch.abs(t1 - t0)).to(like.dtype), like))
-
-    def space_time_levy(self, t0: Tensor, t1: Tensor, like: Tensor) -> Tensor:
-        return self.normal(like).mul_(bcast(torch.sqrt(torch.abs(t1 - t0) / 12.0).to(like.dtype), like))
-
-    def __repr__(self) -> str:
-        return f"PhiloxNoise(seed={self.seed}, sample_offset={self.sample_offset})"

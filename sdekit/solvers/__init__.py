@@ -27,3 +27,6 @@ from .base import Corrector, Solver, SolverInfo, available, register, resolve, r
 from . import ode_adaptive, sde_adaptive, srk, torchdiffeq_solver  # noqa: F401, E402  (registration)
 
 __all__ = ["Solver", "Corrector", "SolverInfo", "available", "register", "resolve", "resolve_corrector", "spare"]
+
+# isort: split
+from .conditioned import Conditioned  # noqa: F401, E402  (a condition wrapped around any solver)

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from .._utils import check_real, compiling
+from .._utils import check_bool, check_buffer, check_real, compiling
 from ..kernels import lincomb
 from .base import Solver, spare
 
@@ -39,13 +39,6 @@ __all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "c
 
 _SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
 _SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
-
-
-def check_bool(name: str, value: Any) -> bool:
-    """Return ``value`` after checking it is a bool (nothing is coerced)."""
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {type(value).__name__} ({value!r})")
-    return value
 
 
 def log_snr(sde: Any, t: Tensor) -> Tensor:
@@ -131,7 +124,7 @@ def data_prediction(process: Any, x: Tensor, t: Tensor, tc: Tensor, out: Tensor)
 def take_buffer(state: dict, x: Tensor) -> Tensor:
     """A free history buffer like ``x`` (recycled from the value that last left the history)."""
     buf = state.pop("free", None)
-    if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+    if not check_buffer(buf, x):
         buf = x.new_empty(x.shape)
     return buf
 

@@ -18,7 +18,7 @@ from typing import ClassVar
 
 from torch import Tensor
 
-from .._utils import check_int, check_real
+from .._utils import check_bool, check_int, check_real
 from ..controller import PIController
 from .base import Solver
 
@@ -26,7 +26,9 @@ from .base import Solver
 class AdaptiveSolver(Solver):
     """Base class of solvers whose step size is chosen by a :class:`~sdekit.controller.PIController`."""
 
-    adaptive: ClassVar[bool] = True
+    adaptive = True
+    #: stepped by :class:`sdekit.stepping.Adaptive` under :meth:`controller`.
+    stepping = "adaptive"
     #: one segment from T to eps: the controller picks the steps.
     default_steps: ClassVar[int] = 1
     #: how the error scale combines atol and rtol (see :class:`~sdekit.controller.PIController`).
@@ -37,9 +39,7 @@ class AdaptiveSolver(Solver):
                         factor_min: float, factor_max: float) -> None:
         self.rtol = check_real("rtol", rtol, nonneg=True)
         self.atol = check_real("atol", atol, nonneg=True)
-        if not isinstance(per_sample, bool):
-            raise TypeError(f"per_sample must be a bool, got {type(per_sample).__name__}")
-        self.per_sample = per_sample
+        self.per_sample = check_bool("per_sample", per_sample)
         self.max_steps = check_int("max_steps", max_steps, minimum=1)
         self.h0, self.h_min, self.safety = h0, h_min, safety
         self.alpha, self.beta, self.factor_min, self.factor_max = alpha, beta, factor_min, factor_max
@@ -55,6 +55,10 @@ class AdaptiveSolver(Solver):
                             combine=self.combine, safety=self.safety, alpha=self.alpha, beta=self.beta,
                             factor_min=self.factor_min, factor_max=self.factor_max, h0=self.h0, h_min=self.h_min,
                             max_steps=self.max_steps)
+
+    def initial_derivative(self, state: dict) -> Tensor | None:
+        """The drift at the start of the run if :meth:`init` computed it (for the first step size), else ``None``."""
+        return None
 
     def accept(self, state: dict, accepted: Tensor | None) -> dict:
         """Commit the pending state: ``accepted`` is ``None`` when every sample accepted, else a ``(batch,)`` mask."""

@@ -6,7 +6,11 @@ Rules for writing a solver:
 
 1. Subclass :class:`Solver` (or :class:`Corrector`), set the capability attributes
    (``name``, ``order``, ``weak_order``, ``stochastic``, ``nfe_per_step``, ``lam``,
-   ``needs_sde``) and decorate the class with :func:`register`.
+   ``needs_sde``) and decorate the class with :func:`register`. Capabilities are class
+   attributes giving the class's default configuration (what :func:`available` lists); a
+   constructor option that changes one sets the instance attribute of the same name (``ddim``
+   with ``eta > 0`` is stochastic; ``pc`` copies its predictor's order and ``lam``). Only
+   ``default_steps`` and ``default_schedule`` never vary per instance (``ClassVar``).
 2. Implement ``step(process, t0, t1, x, state, noise) -> (x1, state, err)``. ``t0`` and
    ``t1`` are tensors of shape ``(batch,)`` (``t1 < t0`` when sampling); ``noise`` is a
    :class:`~sdekit.noise.StepNoise`; ``err`` is an error estimate for adaptive solvers,
@@ -18,6 +22,9 @@ Rules for writing a solver:
    general solvers use ``process.drift`` (or ``process.drift_terms``, which lets ``lincomb``
    fuse the drift into the update) and ``process.diffusion`` alone.
 5. Every score evaluation goes through the process, which counts NFE.
+6. The driver checks the solver against the process and the noise once, before any work
+   (:func:`check_solver`): ``needs_sde``, ``lam``, stochastic vs deterministic, and
+   ``needs_levy_area`` (the noise must provide space-time Lévy area).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ from typing import Any, ClassVar
 
 from torch import Tensor
 
-from ..noise import StepNoise
+from .._utils import check_buffer
+from ..errors import IncompatibleSolverError, NoiseCapabilityError
+from ..noise import NoiseSource, StepNoise
+from ..process import Process
 
 __all__ = ["Solver", "Corrector", "buffer", "drift_terms", "register", "resolve", "resolve_corrector", "available",
-           "SolverInfo", "spare"]
+           "SolverInfo", "spare", "one_step", "check_solver", "share_grid"]
 
 _REGISTRY: dict[str, type] = {}
 
@@ -43,7 +53,7 @@ def spare(state: dict, x: Tensor) -> Tensor:
     the next-but-one, so a fixed-step run allocates two state buffers in all.
     """
     buf = state.get("spare")
-    if buf is None or buf is x or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+    if buf is x or not check_buffer(buf, x):
         buf = x.new_empty(x.shape)
     state["spare"] = x
     return buf
@@ -62,7 +72,7 @@ def drift_terms(process: Any, x: Tensor, t: Tensor) -> list:
 def buffer(state: dict, key: str, x: Tensor) -> Tensor:
     """A scratch tensor like ``x`` kept in ``state[key]`` and reused by later steps."""
     buf = state.get(key)
-    if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
+    if not check_buffer(buf, x):
         buf = state[key] = x.new_empty(x.shape)
     return buf
 
@@ -70,32 +80,52 @@ def buffer(state: dict, key: str, x: Tensor) -> Tensor:
 class Solver:
     """Base class of all solvers (predictors, ODE and SDE methods)."""
 
-    name: ClassVar[str] = ""
+    #: the registry name (wrappers such as ``Conditioned`` report the solver they wrap).
+    name: str = ""
     #: "sde" (stochastic), "ode" (deterministic) or "corrector".
-    kind: ClassVar[str] = "sde"
+    kind: str = "sde"
     #: strong order for SDE solvers (additive noise), classical order for ODE solvers.
-    order: ClassVar[float] = 1.0
+    order: float = 1.0
     #: weak order (equal to ``order`` for ODE solvers).
-    weak_order: ClassVar[float] = 1.0
+    weak_order: float = 1.0
+    #: whether a step draws Brownian increments (``noise.dW`` / ``noise.z``).
     stochastic: bool = True
     nfe_per_step: int = 1
-    #: member of the reverse family this solver integrates (1 = reverse SDE, 0 = PF-ODE).
+    #: member of the reverse family this solver integrates (1 = reverse SDE, 0 = PF-ODE); the
+    #: process must integrate the same one (:func:`check_solver`).
     lam: float = 1.0
-    #: True if the solver reads ``alpha(t), sigma(t)`` from ``process.sde``.
-    needs_sde: ClassVar[bool] = False
-    adaptive: ClassVar[bool] = False
+    #: True if the solver reads ``alpha(t), sigma(t)`` from ``process.sde`` (or calls ``process.score``).
+    needs_sde: bool = False
+    #: True if the solver draws space-time Lévy area (``noise.H``).
+    needs_levy_area: bool = False
+    #: True if the steps are chosen by error control (no ``nfe=`` budget, no ``compile=``).
+    adaptive: bool = False
+    #: how the driver steps it: ``"fixed"`` (one step per grid interval; also solvers that are
+    #: adaptive inside that one step, like the torchdiffeq bridge) or ``"adaptive"`` (steps under
+    #: ``self.controller()``, see :class:`sdekit.stepping.Adaptive`).
+    stepping: str = "fixed"
     #: default number of steps when neither ``steps`` nor ``nfe`` is given.
     default_steps: ClassVar[int] = 1000
     #: default time grid.
     default_schedule: ClassVar[str] = "uniform"
 
-    def init(self, process: Any, x: Tensor, t0: Tensor) -> dict:
+    def init(self, process: Process, x: Tensor, t0: Tensor) -> dict:
         """Create the solver state for a run starting at ``(x, t0)``."""
         return {}
 
-    def step(self, process: Any, t0: Tensor, t1: Tensor, x: Tensor, state: dict,
+    def step(self, process: Process, t0: Tensor, t1: Tensor, x: Tensor, state: dict,
              noise: StepNoise) -> tuple[Tensor, dict, Tensor | None]:
         raise NotImplementedError
+
+    def refresh(self, process: Process, t: Tensor, x: Tensor, state: dict) -> dict:
+        """Called when something outside the solver (a condition) changed the state ``x`` that the last
+        step reached at ``t``: recompute what the state caches about it (an FSAL derivative). Default:
+        nothing is cached."""
+        return state
+
+    def finalize(self, x: Tensor) -> Tensor:
+        """Applied to the result after the final denoising step (a condition's clean measurement)."""
+        return x
 
     def nfe_for(self, steps: int) -> int:
         """Score evaluations used by ``steps`` steps (excluding the final denoising step)."""
@@ -111,12 +141,66 @@ class Solver:
         return f"{type(self).__name__}({opts})"
 
 
+def share_grid(state: dict, inner: dict) -> None:
+    """Hand the driver's grid (``state["grid"]``, see :func:`sdekit.integrate.integrate`) on to the state of
+    a wrapped solver (``pc``'s predictor, a condition's solver)."""
+    grid = state.get("grid")
+    if grid is not None and "grid" not in inner:
+        inner["grid"] = grid
+
+
+def one_step(solver: Any, process: Any, t0: Tensor, t1: Tensor, x: Tensor, state: dict,
+             noise: NoiseSource) -> tuple[Tensor, dict, Tensor | None]:
+    """One step of ``solver`` from ``(x, t0)`` to ``t1`` with the step's noise (what the driver calls;
+    :mod:`sdekit.capture` compiles copies of it)."""
+    return solver.step(process, t0, t1, x, state, StepNoise(noise, t0, t1, x))
+
+
+def check_solver(solver: Solver, process: Any, noise: NoiseSource | None = None) -> None:
+    """The one check of a solver against its process and noise source, before any work.
+
+    Raises :class:`~sdekit.errors.IncompatibleSolverError` (a ``ValueError``) naming the solver when
+
+    - it reads the forward SDE (``needs_sde``) and the process has no ``.sde`` and ``.score``
+      (e.g. a :class:`~sdekit.process.DriftDiffusion` problem);
+    - the process integrates another member of the reverse family (``process.lam != solver.lam``):
+      ``lam`` has one source of truth, the process, which :func:`sdekit.solve` builds from the solver;
+    - it is deterministic and the process has noise (it would drop the diffusion term);
+
+    and :class:`~sdekit.errors.NoiseCapabilityError` when it draws space-time Lévy area that the
+    noise source does not provide.
+    """
+    from ..sde import SDE  # noqa: PLC0415  (sde imports nothing of solvers; kept local to keep base light)
+
+    name = getattr(solver, "name", "") or type(solver).__name__
+    if solver.needs_sde and not (isinstance(getattr(process, "sde", None), SDE)
+                                 and callable(getattr(process, "score", None))):
+        raise IncompatibleSolverError(
+            f"solver {name!r} reads the forward SDE (alpha(t), sigma(t)) and the score (needs_sde=True), but the "
+            f"process {type(process).__name__} has no .sde/.score: use it with sdekit.ReverseProcess (sdekit.sample), "
+            "or use a general solver (euler_maruyama, srk, ode_euler, ode_heun, ode_rk4, ode_adaptive, sde_adaptive)")
+    lam = getattr(process, "lam", None)
+    if isinstance(lam, (int, float)) and float(lam) != float(solver.lam):
+        raise IncompatibleSolverError(
+            f"solver {name!r} integrates the reverse family at lam={solver.lam:g}, but the process has lam={lam:g}; "
+            f"build the process with lam=solver.lam (sdekit.ReverseProcess(sde, score_fn, lam={solver.lam:g}))")
+    if not solver.stochastic and getattr(process, "stochastic", False):
+        raise IncompatibleSolverError(
+            f"solver {name!r} is deterministic, but the process {type(process).__name__} has a diffusion term it "
+            "would drop; use a stochastic solver (euler_maruyama, srk, sde_adaptive)")
+    if solver.needs_levy_area and noise is not None and \
+            type(noise).space_time_levy is NoiseSource.space_time_levy:
+        raise NoiseCapabilityError(f"solver {name!r} draws space-time Lévy area, which {type(noise).__name__} does "
+                                   f"not provide: {type(noise).__name__} does not provide space-time Lévy area; use "
+                                   "GaussianNoise, BrownianNoise(levy_area='space-time') or PhiloxNoise")
+
+
 class Corrector(Solver):
     """A corrector moves ``x`` towards ``p_t`` at fixed ``t`` (an MCMC step); one NFE per call."""
 
-    kind: ClassVar[str] = "corrector"
+    kind: str = "corrector"
 
-    def correct(self, process: Any, t: Tensor, t_next: Tensor, x: Tensor, state: dict,
+    def correct(self, process: Process, t: Tensor, t_next: Tensor, x: Tensor, state: dict,
                 noise: StepNoise) -> Tensor:
         """Return the corrected state; ``t_next`` is where the following predictor step goes."""
         raise NotImplementedError

@@ -9,6 +9,7 @@ noise level (``lam = 0``: Euler on the probability-flow ODE).
 
 from __future__ import annotations
 
+from .._utils import check_lam
 from ..kernels import lincomb
 from .base import Solver, drift_terms, register, spare
 
@@ -22,9 +23,7 @@ class EulerMaruyama(Solver):
     weak_order = 1.0
 
     def __init__(self, lam: float = 1.0) -> None:
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
-        self.lam = float(lam)
+        self.lam = check_lam(lam)
         self.stochastic = self.lam > 0
 
     def step(self, process, t0, t1, x, state, noise):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from .._utils import check_real
+from .._utils import check_bool, check_real
 from ..kernels import lincomb, sq_norms
 from .base import Corrector, register, spare
 
@@ -48,9 +48,7 @@ class Langevin(Corrector):
 
     def __init__(self, snr: float = 0.16, per_sample: bool = False) -> None:
         self.snr = check_real("snr", snr, positive=True)
-        if not isinstance(per_sample, bool):
-            raise TypeError(f"per_sample must be a bool, got {type(per_sample).__name__}")
-        self.per_sample = per_sample
+        self.per_sample = check_bool("per_sample", per_sample)
 
     def step_size(self, process, t, t_next, x, score, z):
         return _chain_alpha(process.sde, t, t_next) * snr_step_size(score, z, self.snr, per_sample=self.per_sample)

@@ -28,7 +28,7 @@ import torch
 from .._utils import bcast
 from ..kernels import lincomb
 from .adaptive import AdaptiveSolver
-from .base import register, spare
+from .base import buffer, register, spare
 from .runge_kutta import TABLEAUX, Tableau, rk_stages
 
 #: the embedded pairs (all first-same-as-last).
@@ -72,13 +72,20 @@ class ODEAdaptive(AdaptiveSolver):
         ks = rk_stages(tab, process, t0, h, x, state, k0=state["k"])
         x1 = lincomb(x, 1.0, [(h * bi, k) for bi, k in zip(tab.b, ks) if bi != 0.0], out=spare(state, x))
         d = [bi - ei for bi, ei in zip(tab.b, tab.b_err)]
-        err = state.get("err")
-        if err is None or err.shape != x.shape or err.dtype != x.dtype:
-            err = state["err"] = x.new_empty(x.shape)
+        err = buffer(state, "err", x)
         torch.mul(ks[0], bcast(h * d[0], x), out=err)
         lincomb(err, 1.0, [(h * di, k) for di, k in zip(d[1:], ks[1:]) if di != 0.0], out=err)
         state["k_new"] = ks[-1]  # FSAL: the drift at (x1, t1)
         return x1, state, err
+
+    def initial_derivative(self, state):
+        return state["k"]
+
+    def refresh(self, process, t, x, state):
+        # a condition moved x after the step: the FSAL derivative must be the drift at the moved state
+        if "k_new" in state:
+            state["k_new"] = process.drift(x, t)
+        return state
 
     def accept(self, state, accepted):
         k_new = state.pop("k_new")

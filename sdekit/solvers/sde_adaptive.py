@@ -24,6 +24,7 @@ scale ``atol`` with your data.
 
 from __future__ import annotations
 
+from .._utils import check_bool, check_buffer
 from ..kernels import lincomb
 from .adaptive import AdaptiveSolver
 from .base import register, spare
@@ -46,9 +47,7 @@ class SDEAdaptive(AdaptiveSolver):
                  extrapolate: bool = True, max_steps: int = 100_000, h0: float | None = None, h_min: float = 0.0,
                  safety: float = 0.9, alpha: float = 0.9, beta: float = 0.0, factor_min: float = 0.2,
                  factor_max: float = 10.0) -> None:
-        if not isinstance(extrapolate, bool):
-            raise TypeError(f"extrapolate must be a bool, got {type(extrapolate).__name__}")
-        self.extrapolate = extrapolate
+        self.extrapolate = check_bool("extrapolate", extrapolate)
         self._set_tolerances(rtol, atol, per_sample, max_steps, h0, h_min, safety, alpha, beta, factor_min,
                              factor_max)
 
@@ -62,7 +61,7 @@ class SDEAdaptive(AdaptiveSolver):
         g0, g1 = process.diffusion(t0), process.diffusion(t1)
         f0 = process.drift(x, t0)
         lo = state.get("lo")
-        if lo is None or lo.shape != x.shape or lo.dtype != x.dtype or lo is x:
+        if lo is x or not check_buffer(lo, x):
             lo = x.new_empty(x.shape)
         x_lo = lincomb(x, 1.0, [(h, f0), (g0, dw)], out=lo)
         f1 = process.drift(x_lo, t1)

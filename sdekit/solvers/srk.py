@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .._utils import check_lam
 from ..kernels import lincomb
 from .base import Solver, buffer, register, spare
 
@@ -60,18 +61,18 @@ class SRK(Solver):
     order = 1.5
     weak_order = 2.0
     nfe_per_step = 2
+    needs_levy_area = True
     default_steps = 100
 
     def __init__(self, method: str = "sra1", lam: float = 1.0) -> None:
         if method not in SRA_TABLEAUX:
             raise ValueError(f"method must be one of {sorted(SRA_TABLEAUX)}, got {method!r}")
-        if isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0.0 <= lam <= 1.0:
-            raise ValueError(f"lam must be a number in [0, 1], got {lam!r}")
+        lam = check_lam(lam)
         self.method = method
         self.tableau = SRA_TABLEAUX[method]
         self.nfe_per_step = self.tableau.stages
         self.weak_order = 3.0 if method == "sra3" else 2.0
-        self.lam = float(lam)
+        self.lam = lam
         self.stochastic = self.lam > 0
 
     def step(self, process, t0, t1, x, state, noise):

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 
 from .._utils import check_int, check_real
+from ..errors import MaxStepsError, StepSizeUnderflowError
 from .base import Solver, register
 
 
@@ -41,7 +42,8 @@ class TorchdiffeqODE(Solver):
     order = weak_order = 5.0
     nfe_per_step = 0  # unknown in advance: counted by the process
     default_steps = 1
-    adaptive = True  # inside torchdiffeq; the driver takes one step per grid interval
+    adaptive = True  # inside torchdiffeq: no nfe= budget, no compile=
+    stepping = "fixed"  # the driver takes one step per grid interval
 
     def __init__(self, method: str = "dopri5", *, rtol: float = 1e-5, atol: float = 1e-5,
                  odeint_options: dict[str, Any] | None = None, max_steps: int = 10_000) -> None:
@@ -70,8 +72,6 @@ class TorchdiffeqODE(Solver):
         a, b = float(t0[0]), float(t1[0])
         if not (bool((t0 == t0[0]).all()) and bool((t1 == t1[0]).all())):
             raise ValueError("solver 'torchdiffeq' needs one time shared by the whole batch")
-        from ..integrate import MaxStepsError, StepSizeUnderflowError
-
         f = _Drift(process, x.shape[0], self.max_steps)
         opts = None if self.odeint_options is None else dict(self.odeint_options)
         if self._rk_adaptive:
