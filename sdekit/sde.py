@@ -273,6 +273,17 @@ class VESDE(SDE):
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T}, eps={self.eps})"
 
 
+def check_reverse_start(sde: SDE, t_start: float, lam: float) -> None:
+    """Refuse, before any work, a reverse SDE (``lam > 0``) started where ``g(t)^2`` is infinite (a
+    :class:`FlowSDE` at ``t = 1``): the noise term diverges there. The PF-ODE (``lam = 0``) is fine."""
+    if lam == 0.0:
+        return
+    g2 = sde.g2(torch.tensor([float(t_start)], dtype=torch.float64))
+    if not bool(torch.isfinite(g2).all()):
+        raise ValueError(f"the reverse SDE (lam={lam}) diverges at t={float(t_start)} (g(t)^2 is infinite for "
+                         f"{sde!r}); start below it (e.g. T=0.999 or a grid starting under 1) or use an ODE solver")
+
+
 TimeFn = Callable[[Tensor], Tensor]
 
 
@@ -520,8 +531,8 @@ class FlowSDE(SDE):
     The reverse SDE (``lam > 0``) diverges at ``t = 1`` (``g^2 -> inf``): start it below, e.g.
     ``FlowSDE(T=0.999)``. At ``t = 0`` ``sigma = 0``: sampling ends at ``eps > 0`` and the final
     denoising step jumps to ``t = 0`` exactly (it is diffusers' last Euler step to ``sigma = 0``).
-    The ``logsnr`` and ``karras`` grids need a finite ``lambda(T)``: use ``T < 1`` with them, or the
-    ``uniform``/``snr_power`` grids, or the scheduler's own sigmas.
+    The log-SNR grids (``logsnr``, ``snr_power``, ``karras``) are laid out from ``-|lambda(eps)|`` when
+    ``lambda(T) = -inf`` and their first time pinned to ``T``, so no step is wasted near pure noise.
 
     Args:
         shift: SD3's time shift (``> 0``; 1 is the plain rectified flow; SD3 uses 3).
