@@ -71,3 +71,11 @@ def as_time(t: Tensor | float, like: Tensor) -> Tensor:
             return t.expand(b)
         return t
     return torch.full((b,), float(t), device=like.device, dtype=like.dtype)
+
+
+def check_not_meta(name: str, device: Any) -> None:
+    """Refuse the ``meta`` device (tensors without data) with sdekit context, before any work."""
+    if device is not None and torch.device(device).type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds shapes but no data: sdekit cannot sample or "
+                         "evaluate there. Materialise the model and inputs on a real device first (e.g. "
+                         "model.to_empty(device='cpu') plus loading the weights, or load with a real device_map)")

@@ -89,6 +89,9 @@ class ReverseProcess:
             raise
         if not isinstance(s, Tensor):
             raise ScoreError(f"score_fn must return a tensor, got {type(s).__name__}")
+        if s.device.type == "meta" and x.device.type != "meta":
+            raise ScoreError("score_fn returned a tensor on the meta device: the model's weights are not loaded "
+                             "(meta tensors hold no data); materialise the model on a real device")
         if s.shape != x.shape:
             raise ScoreError(f"score_fn returned shape {tuple(s.shape)}, expected the shape of x {tuple(x.shape)}")
         if s.dtype != x.dtype or s.device != x.device:

@@ -24,6 +24,15 @@ from ._utils import bcast, check_real
 __all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE", "FlowSDE"]
 
 
+def _time_derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+    """``d fn / dt`` elementwise by autograd, on a fresh tensor outside any ``torch.inference_mode`` /
+    ``no_grad`` of the caller (an inference tensor cannot enter autograd)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        tt = t.detach().clone().requires_grad_(True)
+        (d,) = torch.autograd.grad(fn(tt).sum(), tt)
+    return d.detach()
+
+
 class SDE:
     """Base class of linear forward SDEs defined by ``alpha(t)`` and ``sigma(t)``.
 
@@ -71,16 +80,11 @@ class SDE:
     # -- dynamics --------------------------------------------------------------------------
     def f(self, t: Tensor) -> Tensor:
         """Drift coefficient ``f(t) = d ln alpha / dt`` (the drift is ``f(t) x``)."""
-        with torch.enable_grad():
-            tt = t.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad(torch.log(self.alpha(tt)).sum(), tt)
-        return d.detach()
+        return _time_derivative(lambda tt: torch.log(self.alpha(tt)), t)
 
     def g2(self, t: Tensor) -> Tensor:
         """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 f sigma^2``."""
-        with torch.enable_grad():
-            tt = t.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad((self.sigma(tt) ** 2).sum(), tt)
+        d = _time_derivative(lambda tt: self.sigma(tt) ** 2, t)
         return (d - 2 * self.f(t) * self.sigma(t) ** 2).detach()
 
     def reverse_drift_coefficients(self, t: Tensor, lam: float) -> tuple[Tensor, Tensor]:

@@ -149,7 +149,7 @@ def take_buffer(state: dict, x: Tensor) -> Tensor:
     """A free history buffer like ``x`` (recycled from the value that last left the history)."""
     buf = state.pop("free", None)
     if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-        buf = x.new_empty(x.shape)
+        buf = torch.empty_like(x)  # keeps x's memory format
     return buf
 
 

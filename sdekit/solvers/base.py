@@ -26,6 +26,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from ..noise import StepNoise
@@ -44,7 +45,7 @@ def spare(state: dict, x: Tensor) -> Tensor:
     """
     buf = state.get("spare")
     if buf is None or buf is x or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-        buf = x.new_empty(x.shape)
+        buf = torch.empty_like(x)  # keeps x's memory format (channels_last stays channels_last)
     state["spare"] = x
     return buf
 
@@ -63,7 +64,7 @@ def buffer(state: dict, key: str, x: Tensor) -> Tensor:
     """A scratch tensor like ``x`` kept in ``state[key]`` and reused by later steps."""
     buf = state.get(key)
     if buf is None or buf.shape != x.shape or buf.dtype != x.dtype or buf.device != x.device:
-        buf = state[key] = x.new_empty(x.shape)
+        buf = state[key] = torch.empty_like(x)  # keeps x's memory format
     return buf
 
 
