@@ -60,7 +60,6 @@ def _check_start_options(shape, x_T, device, dtype, generator, seed, indices, no
             device = torch.device(device)
         except RuntimeError as e:
             raise ValueError(f"device={device!r} is not a valid torch device: {e}") from None
-    check_not_meta("device", device)
     check_not_meta("x_T", x_T.device if isinstance(x_T, Tensor) else None)
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
@@ -119,6 +118,7 @@ def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator, seed=None,
     if indices is not None and len(indices) != shape[0]:
         raise ValueError(f"indices has {len(indices)} entries but shape={tuple(shape)} has a batch of {shape[0]}")
     if seed is not None:
+        check_not_meta("device", device)
         noise = PerSampleNoise(seed, range(shape[0]) if indices is None else indices, device=device)
         return noise.prior(sde, shape, dtype=dtype or torch.get_default_dtype()), noise
     if generator is not None:
@@ -127,6 +127,7 @@ def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator, seed=None,
             device = gdev
         elif gdev.type != device.type:
             raise ValueError(f"generator is on {gdev} but device={device}; use a generator on the sampling device")
+    check_not_meta("device", device)
     x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
     return x, None
 
