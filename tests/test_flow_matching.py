@@ -173,13 +173,13 @@ def test_reverse_sde_on_flow_below_one(mixture_problem):
     score = sdekit.score.from_flow(exact_velocity(mix, sde), sde, time="continuous")
     x = sdekit.sample(score, sde, "dpmpp_2m_sde", shape=(4000, 2), steps=40,
                       generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert torch.allclose(x.mean(0), mix.mean(), atol=0.1)
-    assert torch.allclose(torch.cov(x.T), mix.cov(), atol=0.2)
+    assert torch.allclose(x.mean(0), mix.mean(), atol=0.06)  # measured 0.013
+    assert torch.allclose(torch.cov(x.T), mix.cov(), atol=0.15)  # measured 0.033
 
 
 def test_likelihood_on_flowsde(mixture_problem):
     mix, sde, score, _, _ = mixture_problem
     x = mix.sample(16, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    res = sdekit.likelihood(score, sde, x, trace="exact", steps=200)
+    res = sdekit.likelihood(score, sde, x, trace="exact", steps=50)
     exact = mix.log_prob(x, torch.full((16,), sde.eps, dtype=torch.float64), sde)
-    assert torch.allclose(res.logp, exact, atol=2e-3)
+    assert torch.allclose(res.logp, exact, atol=1e-4)  # measured 8e-6
