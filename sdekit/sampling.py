@@ -16,7 +16,7 @@ from .kernels import use_backend
 from .kernels.philox import PhiloxNoise
 from .noise import GaussianNoise, NoiseSource
 from .process import ReverseProcess, ScoreFn
-from .sde import SDE, check_reverse_start
+from .sde import SDE, check_start
 from .seeding import PerSampleNoise, check_indices, check_seed, generator_list
 from .solvers.base import Solver, resolve
 
@@ -205,7 +205,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
-    check_reverse_start(sde, float(grid[0]), solver.lam)
+    check_start(sde, float(grid[0]), solver)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
         raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "

@@ -277,15 +277,20 @@ class VESDE(SDE):
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T}, eps={self.eps})"
 
 
-def check_reverse_start(sde: SDE, t_start: float, lam: float) -> None:
-    """Refuse, before any work, a reverse SDE (``lam > 0``) started where ``g(t)^2`` is infinite (a
-    :class:`FlowSDE` at ``t = 1``): the noise term diverges there. The PF-ODE (``lam = 0``) is fine."""
-    if lam == 0.0:
-        return
-    g2 = sde.g2(torch.tensor([float(t_start)], dtype=torch.float64))
-    if not bool(torch.isfinite(g2).all()):
+def check_start(sde: SDE, t_start: float, solver: object) -> None:
+    """Refuse, before any work, a start the solver cannot take: the reverse SDE (``solver.lam > 0``)
+    where ``g(t)^2`` is infinite, or a solver whose stages need a finite log-SNR
+    (``solver.needs_finite_log_snr``) where ``alpha = 0`` (a :class:`FlowSDE` at ``t = 1``)."""
+    t = torch.tensor([float(t_start)], dtype=torch.float64)
+    lam = float(getattr(solver, "lam", 0.0))
+    name = getattr(solver, "name", type(solver).__name__)
+    if lam != 0.0 and not bool(torch.isfinite(sde.g2(t)).all()):
         raise ValueError(f"the reverse SDE (lam={lam}) diverges at t={float(t_start)} (g(t)^2 is infinite for "
                          f"{sde!r}); start below it (e.g. T=0.999 or a grid starting under 1) or use an ODE solver")
+    if getattr(solver, "needs_finite_log_snr", False) and bool((sde.alpha(t) == 0).all()):
+        raise ValueError(f"solver {name!r} needs a finite log-SNR at its start, but alpha(t)=0 at t={float(t_start)} "
+                         f"({sde!r}: pure noise); start below it (e.g. T=0.999) or use ode_euler/ode_heun/dpmpp_2m/"
+                         f"dpmpp_3m/unipc, which start there exactly")
 
 
 TimeFn = Callable[[Tensor], Tensor]

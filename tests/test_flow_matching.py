@@ -91,6 +91,8 @@ def test_flow_refusals():
     score = sdekit.score.from_flow(lambda x, t: torch.zeros_like(x), sde)
     with pytest.raises(ValueError, match="reverse SDE .* diverges at t=1"):
         sdekit.sample(score, sde, "euler_maruyama", x_T=X_T, steps=4)
+    with pytest.raises(ValueError, match="needs a finite log-SNR"):
+        sdekit.sample(score, sde, "dpmpp_2s", x_T=X_T, steps=4)
     net = TinyVelocity()
     with pytest.raises(ValueError, match="stochastic_sampling"):
         sdekit.score.from_diffusers(net, diffusers.FlowMatchEulerDiscreteScheduler(stochastic_sampling=True))
@@ -164,6 +166,21 @@ def test_flow_solvers_converge_from_pure_noise(mixture_problem, solver, ratio):
     errs = [_rel(sdekit.sample(score, sde, solver, x_T=x_T.float(), steps=n), ref) for n in (8, 32)]
     assert errs[1] < 0.02
     assert errs[0] / errs[1] > ratio, errs
+
+
+ODE_SOLVERS = [i.name for i in sdekit.solvers.available() if i.kind == "ode"]
+
+
+@pytest.mark.parametrize("solver", ODE_SOLVERS)
+def test_every_ode_solver_starts_at_pure_noise(mixture_problem, solver):
+    """Every ODE solver starts at t = 1 exactly, or refuses clearly (those whose stages need a finite lambda)."""
+    _, sde, score, x_T, ref = mixture_problem
+    if getattr(sdekit.solvers.resolve(solver), "needs_finite_log_snr", False):
+        with pytest.raises(ValueError, match="finite log-SNR"):
+            sdekit.sample(score, sde, solver, x_T=x_T.float(), steps=20)
+        return
+    out = sdekit.sample(score, sde, solver, x_T=x_T.float(), steps=20)
+    assert _rel(out, ref) < 0.1  # measured 1e-5 (torchdiffeq, rk4) .. 0.075 (ddim) at 20 steps
 
 
 def test_reverse_sde_on_flow_below_one(mixture_problem):
