@@ -64,6 +64,24 @@ def test_unmodified_ddpm_pipeline_runs_sdekit_solvers(ddpm_pipe, solver):
     assert torch.equal(rec[-1].pred_original_sample, ours) and rec[0].pred_original_sample is None
 
 
+def test_pipeline_generator_list_is_sdekit_generator_list(ddpm_pipe):
+    """diffusers' generator=[g0, g1] (one per sample) through the pipeline == sdekit.sample(generator=[...])."""
+    config = ddpm_pipe.scheduler.config
+    ddpm_pipe.scheduler = SdekitScheduler.from_config(config, solver="dpmpp_2m_sde")
+    try:
+        rec = _record(ddpm_pipe.scheduler)
+        ddpm_pipe(batch_size=2, num_inference_steps=6, output_type="pt",
+                  generator=[torch.Generator().manual_seed(s) for s in (5, 6)])
+        grid = ddpm_pipe.scheduler._grid
+    finally:
+        ddpm_pipe.scheduler = diffusers.DDPMScheduler.from_config(config)
+    score, sde = sdekit.score.from_diffusers(ddpm_pipe.unet, ddpm_pipe.scheduler)
+    with torch.no_grad():
+        native = sdekit.sample(score, sde, "dpmpp_2m_sde", shape=(2, 3, 8, 8), schedule=grid,
+                               generator=[torch.Generator().manual_seed(s) for s in (5, 6)])
+    assert float((rec[-1].prev_sample - native).abs().max()) <= 1e-5 * float(native.abs().max())
+
+
 def test_unmodified_class_conditional_dit_pipeline(ddpm_pipe):
     torch.manual_seed(0)
     tr = diffusers.DiTTransformer2DModel(num_attention_heads=2, attention_head_dim=8, in_channels=4, out_channels=8,

@@ -20,7 +20,8 @@ ones (``ode_euler``, ``euler_maruyama``, ``ancestral``, ``reverse_diffusion``...
 (``ode_heun``, ``dpmpp_2s``, Runge–Kutta) would need each stage exposed as a timestep, and adaptive
 ones a data-dependent number of calls: they are refused at construction. Stochastic solvers draw
 their noise from the ``generator`` the pipeline passes to ``step`` (the same draws, in the same order,
-as ``sdekit.sample(..., generator=g)``).
+as ``sdekit.sample(..., generator=g)``; a list of generators, one per sample, as
+``sdekit.sample(..., generator=[g0, g1, ...])``).
 
 Configs: DDPM-type configs (``betas`` → :class:`~sdekit.sde.DiscreteVPSDE`; ``prediction_type``
 ``epsilon``/``v_prediction``/``sample``; ``clip_sample`` clips the data prediction) and flow-matching
@@ -48,6 +49,7 @@ from ..process import ReverseProcess
 from ..sampling import steps_for_nfe
 from ..score import from_diffusers
 from ..sde import DiscreteVPSDE, FlowSDE
+from ..seeding import GeneratorListNoise
 from ..solvers.base import resolve
 
 __all__ = ["SdekitScheduler", "SdekitSchedulerOutput"]
@@ -228,7 +230,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if i < n:
             t0, t1 = ts[i].expand(b), ts[i + 1].expand(b)
             out, run["state"], _ = self.solver.step(run["process"], t0, t1, x, run["state"],
-                                                    StepNoise(GaussianNoise(generator), t0, t1, x))
+                                                    StepNoise(_noise_source(generator), t0, t1, x))
             pred = None
         else:
             out = pred = run["process"].data_prediction(x, ts[n].expand(b))
@@ -251,6 +253,13 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
     def __len__(self) -> int:
         return self.config.num_train_timesteps
+
+
+def _noise_source(generator: Any) -> GaussianNoise:
+    """The step's noise: from the pipeline's generator, or row by row from its list of generators."""
+    if isinstance(generator, (list, tuple)):
+        return GeneratorListNoise(generator)
+    return GaussianNoise(generator)
 
 
 def _clipped(score_fn: Any, sde: DiscreteVPSDE, r: float):
