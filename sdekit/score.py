@@ -187,7 +187,7 @@ def _is_flow_scheduler(scheduler: Any) -> bool:
         or getattr(config, "prediction_type", None) == "flow_prediction"
 
 
-def _from_diffusers_flow(unet: Callable[..., Any], scheduler: Any, *, prediction_type: str | None,
+def _from_diffusers_flow(unet: Callable[..., Any], scheduler: Any, parametrization: str, prediction_type: str | None,
                          model_kwargs: dict[str, Any] | None) -> tuple[FlowScore, FlowSDE]:
     """:func:`from_diffusers` for flow-matching schedulers: ``(FlowScore, FlowSDE())``.
 
@@ -199,6 +199,9 @@ def _from_diffusers_flow(unet: Callable[..., Any], scheduler: Any, *, prediction
     if not callable(unet):
         raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
     config = scheduler.config
+    if parametrization != "vp":
+        raise ValueError(f"parametrization={parametrization!r} does not apply to a flow-matching scheduler "
+                         f"({type(scheduler).__name__}): its state is the model's x; leave the default")
     if prediction_type not in (None, "flow_prediction"):
         raise ValueError(f"a flow-matching scheduler predicts velocities; prediction_type must be None or "
                          f"'flow_prediction', got {prediction_type!r}")
@@ -267,11 +270,8 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
         >>> grid = sde.times(scheduler.timesteps)  # doctest: +SKIP
         >>> x = sdekit.sample(score_fn, sde, "ancestral", schedule=grid, x_T=noise)  # doctest: +SKIP
     """
-    if _is_flow_scheduler(scheduler):
-        if parametrization != "vp":
-            raise ValueError(f"parametrization={parametrization!r} does not apply to a flow-matching scheduler "
-                             f"({type(scheduler).__name__}): its state is the model's x; leave the default")
-        return _from_diffusers_flow(unet, scheduler, prediction_type=prediction_type, model_kwargs=model_kwargs)
+    if _is_flow_scheduler(scheduler):  # FlowMatchEuler, use_flow_sigmas: (FlowScore, FlowSDE)
+        return _from_diffusers_flow(unet, scheduler, parametrization, prediction_type, model_kwargs)
     if not callable(unet):
         raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
     ac = getattr(scheduler, "alphas_cumprod", None)
