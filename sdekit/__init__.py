@@ -22,13 +22,13 @@ from .integrate import (
 from .likelihood import LikelihoodResult, decode, encode, likelihood
 from .process import DriftDiffusion, ReverseProcess, ScoreError
 from .sampling import sample, solve, steps_for_nfe
-from .sde import EDMSDE, SDE, VESDE, VPSDE, AlphaSigmaSDE, CosineSDE, DiscreteVPSDE, SubVPSDE
+from .sde import EDMSDE, SDE, VESDE, VPSDE, AlphaSigmaSDE, CosineSDE, DiscreteVPSDE, FlowSDE, SubVPSDE
 
 __version__ = "0.1.0"
 
 __all__ = [
     "sample", "solve", "integrate", "steps_for_nfe", "Solution", "StepInfo",
-    "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE",
+    "SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE", "FlowSDE",
     "ReverseProcess", "DriftDiffusion", "ScoreError", "SamplingError", "NonFiniteError", "MaxStepsError",
     "StepSizeUnderflowError",
     "likelihood", "encode", "decode", "LikelihoodResult",

@@ -90,3 +90,11 @@ def check_lam(lam: Any) -> float:
 def check_buffer(buf: Tensor | None, like: Tensor) -> bool:
     """Whether ``buf`` can be reused as a scratch tensor for ``like`` (same shape, dtype and device)."""
     return buf is not None and buf.shape == like.shape and buf.dtype == like.dtype and buf.device == like.device
+
+
+def check_not_meta(name: str, device: Any) -> None:
+    """Refuse the ``meta`` device (tensors without data) with sdekit context, before any work."""
+    if device is not None and torch.device(device).type == "meta":
+        raise ValueError(f"{name} is on the meta device, which holds shapes but no data: sdekit cannot sample or "
+                         "evaluate there. Materialise the model and inputs on a real device first (e.g. "
+                         "model.to_empty(device='cpu') plus loading the weights, or load with a real device_map)")

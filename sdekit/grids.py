@@ -27,6 +27,17 @@ def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, flo
     return e, t_end
 
 
+def _log_snr_ends(sde: SDE, t_end: float, e: float) -> Tensor:
+    """``[lambda(T), lambda(eps)]`` (float64). Where ``lambda(T) = -inf`` (pure noise at ``T``, e.g.
+    :class:`~sdekit.sde.FlowSDE` at ``t = 1``), the schedule is laid out from ``-|lambda(eps)|`` instead
+    and its first time is then pinned to ``T``: the first step jumps from pure noise straight to the
+    second point (the exponential integrators take that step exactly)."""
+    ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    if float(ends[0]) == float("-inf"):
+        ends[0] = min(-abs(float(ends[1])), float(ends[1]) - 1.0)
+    return ends
+
+
 def uniform(sde: SDE, steps: int, *, eps: float | None = None, T: float | None = None) -> Tensor:
     """Uniform in t."""
     e, t_end = _endpoints(sde, eps, T)
@@ -43,7 +54,7 @@ def quadratic(sde: SDE, steps: int, *, eps: float | None = None, T: float | None
 def logsnr(sde: SDE, steps: int, *, eps: float | None = None, T: float | None = None) -> Tensor:
     """Uniform in the half log-SNR ``lambda = ln(alpha/sigma)`` (DPM-Solver's choice)."""
     e, t_end = _endpoints(sde, eps, T)
-    ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    ends = _log_snr_ends(sde, t_end, e)
     lam = torch.linspace(float(ends[0]), float(ends[1]), check_int("steps", steps, minimum=1) + 1,
                          dtype=torch.float64)
     return _pin(sde.t_from_log_snr(lam), t_end, e)
@@ -53,7 +64,7 @@ def karras(sde: SDE, steps: int, *, eps: float | None = None, T: float | None = 
     """Karras et al. (2022): uniform in ``sigma_tilde^(1/rho)`` with ``sigma_tilde = sigma/alpha``."""
     e, t_end = _endpoints(sde, eps, T)
     rho = check_real("rho", rho, positive=True)
-    ends = torch.exp(-sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64)))
+    ends = torch.exp(-_log_snr_ends(sde, t_end, e))
     u = torch.linspace(0.0, 1.0, check_int("steps", steps, minimum=1) + 1, dtype=torch.float64)
     hi, lo = ends[0] ** (1 / rho), ends[1] ** (1 / rho)
     s = (hi + u * (lo - hi)) ** rho
@@ -68,7 +79,7 @@ def snr_power(sde: SDE, steps: int, *, eps: float | None = None, T: float | None
     """
     e, t_end = _endpoints(sde, eps, T)
     p = check_real("p", p)
-    ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    ends = _log_snr_ends(sde, t_end, e)
     u = torch.linspace(0.0, 1.0, check_int("steps", steps, minimum=1) + 1, dtype=torch.float64)
     if p == 0.0:
         lam = ends[0] + u * (ends[1] - ends[0])

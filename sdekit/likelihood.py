@@ -36,7 +36,7 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor
 
-from ._utils import check_int, check_real
+from ._utils import check_int, check_not_meta, check_real
 from .grids import Schedule, get_grid
 from .integrate import integrate
 from .noise import GaussianNoise
@@ -175,6 +175,7 @@ def _check_common(score_fn: Any, sde: Any, x: Any, name: str) -> None:
         raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a tensor, got {type(x).__name__}")
+    check_not_meta(name, x.device)
     if not x.dtype.is_floating_point:
         raise TypeError(f"{name} must have a floating dtype, got {x.dtype}")
     if x.ndim < 2 or x.shape[0] < 1:

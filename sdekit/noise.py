@@ -32,7 +32,7 @@ from .kernels import philox_normal
 from .seeding import check_indices, check_seed, sample_seed
 
 __all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "BrownianPath", "StepNoise", "PerSampleNoise",
-           "PhiloxNoise"]
+           "GeneratorListNoise", "PhiloxNoise"]
 
 
 class NoiseSource:
@@ -357,3 +357,16 @@ class PhiloxNoise(NoiseSource):
 
     def __repr__(self) -> str:
         return f"PhiloxNoise(seed={self.seed}, sample_offset={self.sample_offset})"
+
+
+class GeneratorListNoise(PerSampleNoise):
+    """Gaussian noise with the user's own generator per sample (``generator=[g0, g1, ...]``, as diffusers
+    allows): row ``j``'s prior and every later draw come from ``generators[j]`` alone."""
+
+    def __init__(self, generators: Sequence[torch.Generator]) -> None:
+        GaussianNoise.__init__(self, None)
+        self._gens = list(generators)
+        self.device = self._gens[0].device
+
+    def __repr__(self) -> str:
+        return f"GeneratorListNoise(samples={len(self._gens)}, device={self.device})"

@@ -70,18 +70,21 @@ class ReverseProcess:
         self.lam = check_lam(lam)
         self.grad = grad
         self.nfe = 0
+        #: ``score_fn.data_prediction(x, t)`` when the score function predicts ``D`` directly (e.g.
+        #: :func:`sdekit.score.from_flow`): used for ``D`` and the drift, finite where ``alpha = 0``.
+        self.predicts_data = callable(getattr(score_fn, "data_prediction", None))
 
     @property
     def stochastic(self) -> bool:
         """Whether the dynamics have noise (``lam > 0``)."""
         return self.lam > 0
 
-    def score(self, x: Tensor, t: Tensor) -> Tensor:
+    def score(self, x: Tensor, t: Tensor, *, _fn: ScoreFn | None = None) -> Tensor:
         """Evaluate the score (one NFE) and check that it returns a tensor like ``x``."""
         self.nfe += 1
         try:
             with torch.set_grad_enabled(self.grad and torch.is_grad_enabled()):
-                s = self.score_fn(x, t)
+                s = (self.score_fn if _fn is None else _fn)(x, t)
         except Exception as e:
             if hasattr(e, "add_note"):  # Python >= 3.11: same exception, with where it happened
                 tt = t.reshape(-1)
@@ -91,6 +94,9 @@ class ReverseProcess:
             raise
         if not isinstance(s, Tensor):
             raise ScoreError(f"score_fn must return a tensor, got {type(s).__name__}")
+        if s.device.type == "meta" and x.device.type != "meta":
+            raise ScoreError("score_fn returned a tensor on the meta device: the model's weights are not loaded "
+                             "(meta tensors hold no data); materialise the model on a real device")
         if s.shape != x.shape:
             raise ScoreError(f"score_fn returned shape {tuple(s.shape)}, expected the shape of x {tuple(x.shape)}")
         if s.dtype != x.dtype or s.device != x.device:
@@ -100,8 +106,19 @@ class ReverseProcess:
             s = s.detach()  # a score_fn that enables grad itself must not chain a graph through every step
         return s
 
+    def predict_data(self, x: Tensor, t: Tensor) -> Tensor:
+        """The score function's own data prediction ``D(x, t)`` (one NFE; needs :attr:`predicts_data`)."""
+        return self.score(x, t, _fn=self.score_fn.data_prediction)
+
+    def _drift_from_data(self, x: Tensor, t: Tensor) -> list[tuple[Tensor, Tensor]]:
+        cx, cd = self.sde.reverse_drift_coefficients(t, self.lam)
+        return [(cx, x), (cd, self.predict_data(x, t))]
+
     def drift(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:
         """``f(t) x - 1/2 (1 + lam^2) g(t)^2 s(x, t)`` (one NFE unless ``score`` is given)."""
+        if score is None and self.predicts_data:
+            (cx, _), (cd, d) = self._drift_from_data(x, t)
+            return bcast(cx, x) * x + bcast(cd, x) * d
         s = self.score(x, t) if score is None else score
         c = -0.5 * (1.0 + self.lam ** 2) * self.sde.g2(t)
         out = self.sde.drift(x, t)
@@ -111,7 +128,10 @@ class ReverseProcess:
         """The drift as coefficient/tensor pairs ``[(f(t), x), (-1/2 (1 + lam^2) g^2, s)]`` (one NFE).
 
         Solvers pass these to :func:`sdekit.kernels.lincomb` so the drift is never materialised.
+        With a data-predicting score function: ``[(c_x, x), (c_D, D)]`` (see ``SDE.reverse_drift_coefficients``).
         """
+        if score is None and self.predicts_data:
+            return self._drift_from_data(x, t)
         s = self.score(x, t) if score is None else score
         return [(self.sde.f(t), x), (-0.5 * (1.0 + self.lam ** 2) * self.sde.g2(t), s)]
 
@@ -121,6 +141,8 @@ class ReverseProcess:
 
     def data_prediction(self, x: Tensor, t: Tensor, score: Tensor | None = None) -> Tensor:
         """Tweedie's estimate ``E[x_0 | x_t] = (x + sigma^2 s) / alpha`` (one NFE unless ``score`` is given)."""
+        if score is None and self.predicts_data:
+            return self.predict_data(x, t)
         s = self.score(x, t) if score is None else score
         a, sg = self.sde.alpha(t), self.sde.sigma(t)
         return (x + bcast(sg * sg, x) * s) / bcast(a, x)

@@ -8,16 +8,15 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import Tensor
 
-from ._utils import check_int, check_real
+from ._utils import check_int, check_not_meta, check_real
 from .capture import check_compile, step_function
 from .grids import Schedule, get_grid
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
-from .kernels.philox import PhiloxNoise
-from .noise import GaussianNoise, NoiseSource
+from .noise import GaussianNoise, NoiseSource, PerSampleNoise, PhiloxNoise
 from .process import ReverseProcess, ScoreFn
-from .sde import SDE
-from .seeding import PerSampleNoise, check_indices, check_seed
+from .sde import SDE, check_start
+from .seeding import check_indices, check_seed, generator_list
 from .solvers.base import Solver, resolve
 from .solvers.conditioned import Conditioned
 
@@ -61,6 +60,7 @@ def _check_start_options(shape, x_T, device, dtype, generator, seed, indices, no
             device = torch.device(device)
         except RuntimeError as e:
             raise ValueError(f"device={device!r} is not a valid torch device: {e}") from None
+    check_not_meta("x_T", x_T.device if isinstance(x_T, Tensor) else None)
     if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
     if dtype in _HALF:
@@ -118,6 +118,7 @@ def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator, seed=None,
     if indices is not None and len(indices) != shape[0]:
         raise ValueError(f"indices has {len(indices)} entries but shape={tuple(shape)} has a batch of {shape[0]}")
     if seed is not None:
+        check_not_meta("device", device)
         noise = PerSampleNoise(seed, range(shape[0]) if indices is None else indices, device=device)
         return noise.prior(sde, shape, dtype=dtype or torch.get_default_dtype()), noise
     if generator is not None:
@@ -126,6 +127,7 @@ def _resolve_start(sde: SDE, shape, x_T, device, dtype, generator, seed=None,
             device = gdev
         elif gdev.type != device.type:
             raise ValueError(f"generator is on {gdev} but device={device}; use a generator on the sampling device")
+    check_not_meta("device", device)
     x = sde.prior_sample(tuple(shape), generator=generator, device=device, dtype=dtype or torch.get_default_dtype())
     return x, None
 
@@ -203,11 +205,14 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    check_start(sde, float(grid[0]), solver)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
         raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "
                          "drawn inside the graph: pass noise=sdekit.kernels.philox.PhiloxNoise(seed) to "
                          "sdekit.solve (generator= and seed= draw outside it, which splits the step's graph)")
+    x_T, generator, noise = generator_list(sde, generator, shape=shape, x_T=x_T, noise=noise, device=device,
+                                           dtype=dtype)  # generator=[g0, g1, ...]: one stream per sample
     x, seeded = _resolve_start(sde, shape, x_T, device, dtype, generator, seed, indices)
     if seeded is not None:
         noise = seeded
@@ -236,7 +241,7 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
            progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
            seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
            condition: Any = None, backend: str | None = None, compile: bool | dict = False,
-           **solver_options: Any) -> Tensor:
+           noise: NoiseSource | None = None, **solver_options: Any) -> Tensor:
     """Draw samples by integrating the reverse-time SDE or probability-flow ODE of ``sde``.
 
     Args:
@@ -253,6 +258,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
             or a tensor of times (default: the solver's ``default_schedule``).
         eps: the last time of the grid (default ``sde.eps``).
         generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.
+            Or a list of generators, one per sample (as diffusers allows): each sample's prior and
+            noise come from its own generator.
         device, dtype: where and in what precision to sample when ``x_T`` is not given
             (they must agree with ``x_T`` when it is).
         denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at ``eps`` (1 NFE).
@@ -275,6 +282,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
             once per step, and later calls reuse it; noise from ``generator``/``seed`` is drawn
             outside the graph, so the samples match the eager run's to rounding. Adaptive solvers
             refuse it. See :mod:`sdekit.capture` and ``docs/kernels.md``.
+        noise: a :class:`~sdekit.noise.NoiseSource` for the solver's noise (e.g. a
+            :class:`~sdekit.noise.BrownianNoise` to replay a path); default: Gaussian increments from ``generator``.
         **solver_options: passed to the solver's constructor (e.g. ``snr=0.16`` for ``pc``).
 
     Returns:
@@ -289,4 +298,4 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
     return solve(score_fn, sde, solver, shape=shape, x_T=x_T, steps=steps, nfe=nfe, schedule=schedule, eps=eps,
                  generator=generator, device=device, dtype=dtype, denoise=denoise, progress=progress,
                  callback=callback, seed=seed, indices=indices, condition=condition, backend=backend,
-                 compile=compile, **solver_options).x
+                 compile=compile, noise=noise, **solver_options).x

@@ -34,9 +34,10 @@ from torch import Tensor
 
 from ._utils import bcast, check_int
 from .process import ScoreFn
-from .sde import EDMSDE, SDE, DiscreteVPSDE
+from .sde import EDMSDE, SDE, DiscreteVPSDE, FlowSDE
 
-__all__ = ["from_eps", "from_x0", "from_denoiser", "from_v", "time_label", "from_diffusers", "from_kdiffusion"]
+__all__ = ["from_eps", "from_x0", "from_denoiser", "from_v", "from_flow", "FlowScore", "time_label", "from_diffusers",
+           "from_kdiffusion"]
 
 Model = Callable[[Tensor, Tensor], Tensor]
 TimeConvention = Union[str, Callable[[Tensor], Tensor]]
@@ -118,7 +119,112 @@ def from_v(model: Model, sde: SDE, *, time: TimeConvention = "continuous", num_s
     return score_fn
 
 
+class FlowScore:
+    """The score of a flow-matching velocity model ``u = eps - x_0`` (see :func:`from_flow`).
+
+    Calling it gives the score ``s = -(x + alpha u) / sigma``; :meth:`data_prediction` gives
+    ``D = x - sigma u`` directly, which sdekit's process uses for the drift and for ``D`` (so
+    sampling can start at ``alpha = 0``, where ``D`` cannot be recovered from the score).
+    """
+
+    def __init__(self, model: Model, sde: SDE, label: Callable[[Tensor], Tensor]) -> None:
+        self.model, self.sde, self.label = model, sde, label
+
+    def velocity(self, x: Tensor, t: Tensor) -> Tensor:
+        """The model's velocity ``u(x, t) = eps - x_0`` (in the flow's noise level ``sigma``)."""
+        return self.model(x, self.label(t))
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        u = self.velocity(x, t)
+        return (x + bcast(self.sde.alpha(t), x) * u) * bcast(-1.0 / self.sde.sigma(t), x)
+
+    def data_prediction(self, x: Tensor, t: Tensor) -> Tensor:
+        """``D = x - sigma u``."""
+        return x - bcast(self.sde.sigma(t), x) * self.velocity(x, t)
+
+
+def from_flow(model: Model, sde: SDE, *, time: TimeConvention = "sigma", num_steps: int = 1000) -> FlowScore:
+    """Score from a flow-matching (rectified-flow) velocity model ``u_hat = model(x, label) ~ eps - x_0``.
+
+    For ``x = (1 - sigma) x_0 + sigma eps`` (a :class:`~sdekit.sde.FlowSDE`, or any SDE with
+    ``alpha + sigma = 1``): ``x_0 = x - sigma u``, ``eps = x + (1 - sigma) u`` and
+    ``s = -(x + (1 - sigma) u) / sigma``. This velocity is *not* Salimans' ``v = alpha eps - sigma x_0``
+    (:func:`from_v`). The returned :class:`FlowScore` also predicts ``D`` directly, so every ODE
+    solver can start at ``t = 1`` (pure noise, ``alpha = 0``).
+
+    Args:
+        model: the velocity network, called as ``model(x, label)``.
+        sde: the forward process (``alpha(t) + sigma(t) = 1``).
+        time: the label the model was trained with: ``"sigma"`` (default): the flow's noise level
+            ``sigma(t)`` in ``[0, 1]``; ``"discrete"``: ``sigma(t) * num_steps`` (diffusers' flow
+            models: ``timestep = sigma * num_train_timesteps``); ``"continuous"``: ``t``; or a callable.
+        num_steps: the training-step count for ``time="discrete"``.
+    """
+    _check(model, sde)
+    probe = torch.linspace(sde.eps, sde.T, 17, dtype=torch.float64)
+    if not bool(torch.allclose(sde.alpha(probe) + sde.sigma(probe), torch.ones_like(probe), atol=1e-9)):
+        raise ValueError(f"from_flow needs a flow interpolant with alpha(t) + sigma(t) = 1 (sdekit.FlowSDE), "
+                         f"got {sde!r}")
+    if time == "sigma":
+        label = sde.sigma
+    elif time == "discrete":
+        n = check_int("num_steps", num_steps, minimum=1)
+        label = lambda t: sde.sigma(t) * n  # noqa: E731
+    else:
+        label = time_label(sde, time, num_steps)
+    return FlowScore(model, sde, label)
+
+
 _PREDICTIONS = {"epsilon": from_eps, "v_prediction": from_v, "sample": from_x0}
+_FLOW_SCHEDULERS = ("FlowMatchEulerDiscreteScheduler",)
+_FLOW_REFUSED = {"stochastic_sampling": False, "invert_sigmas": False}
+
+
+def _is_flow_scheduler(scheduler: Any) -> bool:
+    """A diffusers flow-matching scheduler (FlowMatchEuler, or a multistep one with ``use_flow_sigmas``)."""
+    config = getattr(scheduler, "config", None)
+    return type(scheduler).__name__ in _FLOW_SCHEDULERS or bool(getattr(config, "use_flow_sigmas", False)) \
+        or getattr(config, "prediction_type", None) == "flow_prediction"
+
+
+def _from_diffusers_flow(unet: Callable[..., Any], scheduler: Any, parametrization: str, prediction_type: str | None,
+                         model_kwargs: dict[str, Any] | None) -> tuple[FlowScore, FlowSDE]:
+    """:func:`from_diffusers` for flow-matching schedulers: ``(FlowScore, FlowSDE())``.
+
+    The SDE is ``FlowSDE(shift=1)``, whose time is the noise level ``sigma``, and the scheduler's
+    ``sigmas`` (shift, dynamic shift and Karras/exponential/beta spacing already applied) are its grid:
+    ``sde.times(scheduler.sigmas)``. The model is called with ``timestep = sigma * num_train_timesteps``
+    (truncated to an integer for the multistep schedulers, which cast their timesteps to int64).
+    """
+    if not callable(unet):
+        raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
+    config = scheduler.config
+    if parametrization != "vp":
+        raise ValueError(f"parametrization={parametrization!r} does not apply to a flow-matching scheduler "
+                         f"({type(scheduler).__name__}): its state is the model's x; leave the default")
+    if prediction_type not in (None, "flow_prediction"):
+        raise ValueError(f"a flow-matching scheduler predicts velocities; prediction_type must be None or "
+                         f"'flow_prediction', got {prediction_type!r}")
+    for key, ok in _FLOW_REFUSED.items():
+        if getattr(config, key, ok) != ok:
+            raise ValueError(f"{type(scheduler).__name__} with {key}={getattr(config, key)!r} is not supported "
+                             f"by from_diffusers (it changes the sampler, not the model)")
+    if model_kwargs is not None and not isinstance(model_kwargs, dict):
+        raise TypeError(f"model_kwargs must be a dict or None, got {type(model_kwargs).__name__}")
+    kwargs = dict(model_kwargs or {})
+    n = int(config.num_train_timesteps)
+    sde = FlowSDE()
+    # DPMSolverMultistep/UniPC in flow mode cast their timesteps to int64: the model sees floor(sigma * N)
+    integer = type(scheduler).__name__ not in _FLOW_SCHEDULERS
+
+    def label(t: Tensor) -> Tensor:
+        lab = sde.sigma(t.to(torch.float64)) * n
+        return (torch.floor(lab + 1e-4) if integer else lab).to(t.dtype)
+
+    def model(x: Tensor, lab: Tensor) -> Tensor:
+        return _unwrap(unet(x, lab, **kwargs))
+
+    return from_flow(model, sde, time=label), sde
 
 
 def _unwrap(out: Any) -> Tensor:
@@ -211,7 +317,9 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
 
     Args:
         unet: the noise/velocity/sample-prediction network.
-        scheduler: any diffusers scheduler with ``alphas_cumprod`` (DDPM, DDIM, Euler, Heun, DPM-Solver...).
+        scheduler: any diffusers scheduler with ``alphas_cumprod`` (DDPM, DDIM, Euler, Heun, DPM-Solver...),
+            or a flow-matching one (``FlowMatchEulerDiscreteScheduler``, ``use_flow_sigmas=True``): then
+            ``(FlowScore, FlowSDE())`` with the grid ``sde.times(scheduler.sigmas)`` (see :func:`from_flow`).
         parametrization: ``"vp"``: the state is the model's ``x`` and ``sde`` a
             :class:`~sdekit.sde.DiscreteVPSDE`; ``"sigma"``: the state is ``x / alpha`` and ``sde`` an
             :class:`~sdekit.sde.EDMSDE` whose time is the noise level ``sigma / alpha`` (diffusers'
@@ -239,6 +347,8 @@ def from_diffusers(unet: Callable[..., Any], scheduler: Any, *, parametrization:
         >>> grid = sde.times(scheduler.timesteps)  # doctest: +SKIP
         >>> x = sdekit.sample(score_fn, sde, "ancestral", schedule=grid, x_T=noise)  # doctest: +SKIP
     """
+    if _is_flow_scheduler(scheduler):  # FlowMatchEuler, use_flow_sigmas: (FlowScore, FlowSDE)
+        return _from_diffusers_flow(unet, scheduler, parametrization, prediction_type, model_kwargs)
     if not callable(unet):
         raise TypeError(f"unet must be callable (x, timestep) -> output, got {type(unet).__name__}")
     # dispatch on the scheduler's class: schedulers without alphas_cumprod get their own branch here

@@ -21,7 +21,16 @@ from torch import Tensor
 
 from ._utils import bcast, check_real
 
-__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE"]
+__all__ = ["SDE", "VPSDE", "SubVPSDE", "VESDE", "AlphaSigmaSDE", "CosineSDE", "EDMSDE", "DiscreteVPSDE", "FlowSDE"]
+
+
+def _time_derivative(fn: Callable[[Tensor], Tensor], t: Tensor) -> Tensor:
+    """``d fn / dt`` elementwise by autograd, on a fresh tensor outside any ``torch.inference_mode`` /
+    ``no_grad`` of the caller (an inference tensor cannot enter autograd)."""
+    with torch.inference_mode(False), torch.enable_grad():
+        tt = t.detach().clone().requires_grad_(True)
+        (d,) = torch.autograd.grad(fn(tt).sum(), tt)
+    return d.detach()
 
 
 class SDE:
@@ -71,17 +80,21 @@ class SDE:
     # -- dynamics --------------------------------------------------------------------------
     def f(self, t: Tensor) -> Tensor:
         """Drift coefficient ``f(t) = d ln alpha / dt`` (the drift is ``f(t) x``)."""
-        with torch.enable_grad():
-            tt = t.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad(torch.log(self.alpha(tt)).sum(), tt)
-        return d.detach()
+        return _time_derivative(lambda tt: torch.log(self.alpha(tt)), t)
 
     def g2(self, t: Tensor) -> Tensor:
         """Squared diffusion ``g(t)^2 = d sigma^2/dt - 2 f sigma^2``."""
-        with torch.enable_grad():
-            tt = t.detach().requires_grad_(True)
-            (d,) = torch.autograd.grad((self.sigma(tt) ** 2).sum(), tt)
+        d = _time_derivative(lambda tt: self.sigma(tt) ** 2, t)
         return (d - 2 * self.f(t) * self.sigma(t) ** 2).detach()
+
+    def reverse_drift_coefficients(self, t: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+        """``(c_x, c_D)`` with the reverse drift ``f x - 1/2 (1 + lam^2) g^2 s = c_x x + c_D D`` in terms of the
+        data prediction ``D = (x + sigma^2 s)/alpha``: ``c_x = f + q``, ``c_D = -q alpha``,
+        ``q = 1/2 (1 + lam^2) g^2 / sigma^2``. Subclasses give closed forms that stay finite where
+        ``alpha = 0`` (:class:`FlowSDE` at ``t = 1``)."""
+        a, s = self.alpha(t), self.sigma(t)
+        q = 0.5 * (1.0 + lam * lam) * self.g2(t) / (s * s)
+        return self.f(t) + q, -q * a
 
     def g(self, t: Tensor) -> Tensor:
         """Diffusion coefficient ``g(t)``."""
@@ -262,6 +275,22 @@ class VESDE(SDE):
 
     def __repr__(self) -> str:
         return f"VESDE(sigma_min={self.sigma_min}, sigma_max={self.sigma_max}, T={self.T}, eps={self.eps})"
+
+
+def check_start(sde: SDE, t_start: float, solver: object) -> None:
+    """Refuse, before any work, a start the solver cannot take: the reverse SDE (``solver.lam > 0``)
+    where ``g(t)^2`` is infinite, or a solver whose stages need a finite log-SNR
+    (``solver.needs_finite_log_snr``) where ``alpha = 0`` (a :class:`FlowSDE` at ``t = 1``)."""
+    t = torch.tensor([float(t_start)], dtype=torch.float64)
+    lam = float(getattr(solver, "lam", 0.0))
+    name = getattr(solver, "name", type(solver).__name__)
+    if lam != 0.0 and not bool(torch.isfinite(sde.g2(t)).all()):
+        raise ValueError(f"the reverse SDE (lam={lam}) diverges at t={float(t_start)} (g(t)^2 is infinite for "
+                         f"{sde!r}); start below it (e.g. T=0.999 or a grid starting under 1) or use an ODE solver")
+    if getattr(solver, "needs_finite_log_snr", False) and bool((sde.alpha(t) == 0).all()):
+        raise ValueError(f"solver {name!r} needs a finite log-SNR at its start, but alpha(t)=0 at t={float(t_start)} "
+                         f"({sde!r}: pure noise); start below it (e.g. T=0.999) or use ode_euler/ode_heun/dpmpp_2m/"
+                         f"dpmpp_3m/unipc, which start there exactly")
 
 
 TimeFn = Callable[[Tensor], Tensor]
@@ -486,3 +515,90 @@ class DiscreteVPSDE(SDE):
 
     def __repr__(self) -> str:
         return f"DiscreteVPSDE(num_steps={self.num_steps}, eps={self.eps})"
+
+
+class FlowSDE(SDE):
+    """The rectified-flow / flow-matching interpolant ``x_t = (1 - sigma) x_0 + sigma eps`` (Liu et al. 2023;
+    Lipman et al. 2023), with SD3's shifted time ``sigma(t) = shift t / (1 + (shift - 1) t)`` (Esser et al. 2024).
+
+    ``alpha = 1 - sigma``, ``sigma = shift t / (1 + (shift - 1) t)``; with ``k = 1 + (shift - 1) t``::
+
+        f      = -shift / (k (1 - t))                 (d ln alpha / dt)
+        g^2    = 2 shift^2 t / (k^2 (1 - t))          (diverges as t -> 1)
+        lambda = ln((1 - t) / t) - ln(shift),   t = 1 / (1 + shift e^lambda)
+
+    With ``shift = 1`` time *is* the flow's noise level ``sigma``, so Euler on this SDE's PF-ODE over
+    the sigmas of diffusers' ``FlowMatchEulerDiscreteScheduler`` (any shift: the shift is then in the
+    grid, see :meth:`times`) is that scheduler. A velocity model ``u = eps - x_0`` (see
+    :func:`sdekit.score.from_flow`) has the PF-ODE drift ``d sigma/dt u``, finite on all of ``(0, 1]``.
+
+    Endpoints. At ``t = 1`` (the default ``T``) ``alpha = 0``: the prior is exactly ``N(0, I)`` and
+    ``lambda = -inf``. The ODE solvers step from there with the data-prediction form of the drift
+    (:meth:`reverse_drift_coefficients`), and the exponential integrators' first step is their exact
+    limit from pure noise (``x_1 = sigma_1 x + alpha_1 D``); both need a score function that predicts
+    ``D`` directly (``from_flow``; a plain score carries no information about ``D`` at ``alpha = 0``).
+    The reverse SDE (``lam > 0``) diverges at ``t = 1`` (``g^2 -> inf``): start it below, e.g.
+    ``FlowSDE(T=0.999)``. At ``t = 0`` ``sigma = 0``: sampling ends at ``eps > 0`` and the final
+    denoising step jumps to ``t = 0`` exactly (it is diffusers' last Euler step to ``sigma = 0``).
+    The log-SNR grids (``logsnr``, ``snr_power``, ``karras``) are laid out from ``-|lambda(eps)|`` when
+    ``lambda(T) = -inf`` and their first time pinned to ``T``, so no step is wasted near pure noise.
+
+    Args:
+        shift: SD3's time shift (``> 0``; 1 is the plain rectified flow; SD3 uses 3).
+        T: start time, ``<= 1`` (default 1, pure noise).
+        eps: default last time of a grid.
+    """
+
+    name = "flow"
+
+    def __init__(self, shift: float = 1.0, *, T: float = 1.0, eps: float = 1e-3) -> None:
+        super().__init__(T=T, eps=eps)
+        self.shift = check_real("shift", shift, positive=True)
+        if self.T > 1.0:
+            raise ValueError(f"T must be <= 1 for a flow (alpha = 1 - sigma reaches 0 at t = 1), got {self.T}")
+
+    def _k(self, t: Tensor) -> Tensor:
+        return 1.0 + (self.shift - 1.0) * t
+
+    def sigma(self, t: Tensor) -> Tensor:
+        return self.shift * t / self._k(t)
+
+    def alpha(self, t: Tensor) -> Tensor:
+        return (1.0 - t) / self._k(t)
+
+    def dsigma(self, t: Tensor) -> Tensor:
+        """``d sigma / dt = shift / (1 + (shift - 1) t)^2``."""
+        return self.shift / self._k(t) ** 2
+
+    def log_snr(self, t: Tensor) -> Tensor:
+        return torch.log1p(-t) - torch.log(t) - math.log(self.shift)
+
+    def t_from_log_snr(self, lam: Tensor) -> Tensor:
+        return torch.sigmoid(-lam - math.log(self.shift))
+
+    def f(self, t: Tensor) -> Tensor:
+        return -self.shift / (self._k(t) * (1.0 - t))
+
+    def g2(self, t: Tensor) -> Tensor:
+        return 2.0 * self.shift ** 2 * t / (self._k(t) ** 2 * (1.0 - t))
+
+    def reverse_drift_coefficients(self, t: Tensor, lam: float) -> tuple[Tensor, Tensor]:
+        # c_x = sigma'/sigma + lam^2 sigma'/(sigma alpha), c_D = -(1 + lam^2) sigma'/sigma, sigma'/sigma = 1/(t k)
+        r = 1.0 / (t * self._k(t))
+        if lam == 0.0:  # the PF-ODE: finite at t = 1
+            return r, -r
+        return r + lam * lam / (t * (1.0 - t)), -(1.0 + lam * lam) * r
+
+    def times(self, sigmas) -> Tensor:
+        """SDE times (float64) of flow noise levels ``sigmas`` (e.g. a diffusers flow scheduler's
+        ``scheduler.sigmas``), a trailing 0 dropped (sdekit's final denoising step is that jump):
+        ``t = sigma / (shift - (shift - 1) sigma)``."""
+        s = torch.as_tensor(sigmas).detach().to(device="cpu", dtype=torch.float64).reshape(-1)
+        if s.numel() > 1 and float(s[-1]) == 0.0:
+            s = s[:-1]
+        if s.numel() < 1 or not bool(((s > 0) & (s <= 1)).all()):
+            raise ValueError("sigmas must lie in (0, 1] (a trailing 0 is dropped)")
+        return s / (self.shift - (self.shift - 1.0) * s)
+
+    def __repr__(self) -> str:
+        return f"FlowSDE(shift={self.shift}, T={self.T}, eps={self.eps})"

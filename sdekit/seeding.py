@@ -24,7 +24,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["PerSampleNoise", "sample_seed", "check_seed", "check_indices"]  # noqa: F822  (PerSampleNoise: see __getattr__)
+__all__ = ["PerSampleNoise", "sample_seed", "check_seed", "check_indices", "generator_list"]  # noqa: F822  (PerSampleNoise: see __getattr__)
 
 _M32 = 0xFFFFFFFF
 
@@ -90,3 +90,38 @@ def __getattr__(name: str):
 
         return PerSampleNoise
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def generator_list(sde, generator, *, shape, x_T, noise, device, dtype):
+    """Resolve ``generator=`` given as a list (one generator per sample) for :func:`sdekit.solve`.
+
+    Returns ``(x_T, generator, noise)``: unchanged when ``generator`` is not a list or tuple; else
+    ``x_T`` drawn from the prior row by row (unless given), ``generator=None`` and a
+    :class:`GeneratorListNoise`. A list whose length is not the batch size is refused.
+    """
+    if not isinstance(generator, (list, tuple)):
+        return x_T, generator, noise
+    if not generator or not all(isinstance(g, torch.Generator) for g in generator):
+        raise TypeError("generator must be a torch.Generator, a non-empty list of them (one per sample) or None")
+    if len({g.device.type for g in generator}) != 1:
+        raise ValueError("the generators of generator=[...] must all be on the same device")
+    if noise is not None:
+        raise ValueError("give generator=[...] (one stream per sample) or noise=, not both")
+    if isinstance(x_T, Tensor):
+        batch = x_T.shape[0] if x_T.ndim >= 1 else 0
+    elif isinstance(shape, (tuple, list, torch.Size)) and len(shape) >= 1 and isinstance(shape[0], int):
+        batch = shape[0]
+    else:
+        raise ValueError("generator=[...] needs shape= (batch first) or x_T= to know the batch size")
+    if len(generator) != batch:
+        raise ValueError(f"generator is a list of {len(generator)} generators but the batch has {batch} samples; "
+                         f"give one generator per sample")
+    from .noise import GeneratorListNoise  # noise imports this module
+
+    src = GeneratorListNoise(generator)
+    if x_T is None:
+        gdev = src.device
+        if device is not None and torch.device(device).type != gdev.type:
+            raise ValueError(f"generator is on {gdev} but device={device}; use generators on the sampling device")
+        x_T = src.prior(sde, tuple(shape), dtype=dtype or torch.get_default_dtype())
+    return x_T, None, src

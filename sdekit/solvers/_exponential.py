@@ -35,7 +35,7 @@ from ..kernels import lincomb
 from .base import Solver, spare
 
 __all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "coef_times", "phi", "weights",
-           "data_prediction", "take_buffer", "push_history", "order_cap", "ExponentialMultistep"]
+           "data_prediction", "take_buffer", "push_history", "from_pure_noise", "order_cap", "ExponentialMultistep"]
 
 _SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
 _SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
@@ -114,18 +114,34 @@ def weights(r: list[Tensor], phis: list[Tensor]) -> list[Tensor]:
 
 
 def data_prediction(process: Any, x: Tensor, t: Tensor, tc: Tensor, out: Tensor) -> Tensor:
-    """Tweedie's ``D = (x + sigma^2 s)/alpha`` at ``t`` (one NFE), written into ``out``; ``tc`` = coef time."""
+    """Tweedie's ``D = (x + sigma^2 s)/alpha`` at ``t`` (one NFE), written into ``out``; ``tc`` = coef time.
+    A score function that predicts ``D`` itself (``process.predicts_data``) is asked for it directly."""
+    if getattr(process, "predicts_data", False):
+        return out.copy_(process.predict_data(x, t))
     s = process.score(x, t)
     tc64 = tc.to(torch.float64)
     a, sg = process.sde.alpha(tc64), process.sde.sigma(tc64)
     return lincomb(x, (1.0 / a).to(x.dtype), [((sg * sg / a).to(x.dtype), s)], out=out)
 
 
+def from_pure_noise(process: Any, t0: Tensor, state: dict) -> bool:
+    """Whether this is the first step and it starts where ``alpha = 0`` (``lambda = -inf``, e.g. a
+    :class:`~sdekit.sde.FlowSDE` at ``t = 1``). That point's ``D`` carries no local information (its
+    ``lambda`` is infinitely far): it is used for this step (the exact limit ``x_1 = sigma_1 x + alpha_1 D``)
+    and kept out of the history. One host read of ``t0``, only for SDEs with ``alpha(T) = 0``."""
+    if state.get("i", 0) != 0:
+        return False
+    sde = process.sde
+    if float(sde.alpha(torch.tensor([sde.T], dtype=torch.float64))) != 0.0:
+        return False
+    return bool((sde.alpha(t0[:1].to(torch.float64)) == 0).all())
+
+
 def take_buffer(state: dict, x: Tensor) -> Tensor:
     """A free history buffer like ``x`` (recycled from the value that last left the history)."""
     buf = state.pop("free", None)
     if not check_buffer(buf, x):
-        buf = x.new_empty(x.shape)
+        buf = torch.empty_like(x)  # keeps x's memory format
     return buf
 
 
@@ -241,6 +257,6 @@ class ExponentialMultistep(Solver):
             decay = decay * torch.exp(-eta * h)
             terms.append(((s1 * torch.sqrt(-torch.expm1(-2.0 * eta * h))).to(x.dtype), noise.z))
         out = lincomb(x, decay.to(x.dtype), terms, out=spare(state, x))
-        push_history(state, hist, self.max_order - 1)
+        push_history(state, hist[1:] if from_pure_noise(process, t0, state) else hist, self.max_order - 1)
         state["i"] += 1
         return out, state, None

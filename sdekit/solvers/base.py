@@ -33,6 +33,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import torch
 from torch import Tensor
 
 from .._utils import check_buffer
@@ -54,7 +55,7 @@ def spare(state: dict, x: Tensor) -> Tensor:
     """
     buf = state.get("spare")
     if buf is x or not check_buffer(buf, x):
-        buf = x.new_empty(x.shape)
+        buf = torch.empty_like(x)  # keeps x's memory format (channels_last stays channels_last)
     state["spare"] = x
     return buf
 
@@ -73,7 +74,7 @@ def buffer(state: dict, key: str, x: Tensor) -> Tensor:
     """A scratch tensor like ``x`` kept in ``state[key]`` and reused by later steps."""
     buf = state.get(key)
     if not check_buffer(buf, x):
-        buf = state[key] = x.new_empty(x.shape)
+        buf = state[key] = torch.empty_like(x)  # keeps x's memory format (channels_last stays channels_last)
     return buf
 
 

@@ -30,6 +30,7 @@ class DPMPP2S(Solver):
     needs_sde = True
     default_schedule = "logsnr"
     default_steps = 10
+    needs_finite_log_snr = True  # the stage sits at lambda_0 + r h: undefined from pure noise
 
     def __init__(self, *, r: float = 0.5) -> None:
         self.r = check_real("r", r)

@@ -37,6 +37,7 @@ class EDMHeun(Solver):
     needs_sde = True
     default_schedule = "karras"
     default_steps = 18
+    needs_finite_log_snr = True  # works in sigma/alpha, infinite at alpha = 0
 
     def __init__(self, *, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = float("inf"),
                  s_noise: float = 1.0) -> None:

@@ -25,6 +25,7 @@ from ._exponential import (
     check_bool,
     coef_times,
     data_prediction,
+    from_pure_noise,
     log_snr,
     order_cap,
     phi,
@@ -96,6 +97,9 @@ class UniPC(Solver):
         n = min(self.predictor_order, len(hist), order_cap(state, self.lower_order_final))
         out = self._update(sde, start, c0, c1, l0, l1, hist[:n], out=spare(state, x))
         state["c_prev"], state["n_prev"] = c0, n
+        if from_pure_noise(process, t0, state):  # nothing to correct with a point at lambda = -inf
+            hist = hist[1:]
+            del state["start"]
         push_history(state, hist, self.predictor_order)
         state["i"] += 1
         return out, state, None
