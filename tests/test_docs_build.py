@@ -56,7 +56,7 @@ def test_every_sdekit_docstring_is_converted_and_resolved():
     assert not left, left[:10]
     assert len(links) > 30
     # resolved the way Python would: imports of the module, members of the class, aliases to their targets
-    assert "sdekit.controller.PIController" in links["sdekit.integrate"]
+    assert "sdekit.stepping.FixedGrid" in links["sdekit.integrate"]  # :class:`~sdekit.stepping.FixedGrid`
     assert "sdekit.sampling.solve" in links["sdekit.integrate.Solution"]  # :func:`sdekit.solve`
     assert "sdekit.sde.SDE.alpha" in links["sdekit.sde.SDE"]  # :meth:`alpha`
 

@@ -44,12 +44,11 @@ from torch import Tensor
 
 from .._utils import bcast, check_int
 from ..grids import get_grid
-from ..noise import GaussianNoise, StepNoise
+from ..noise import GaussianNoise, GeneratorListNoise, StepNoise
 from ..process import ReverseProcess
 from ..sampling import steps_for_nfe
 from ..score import from_diffusers
-from ..sde import DiscreteVPSDE, FlowSDE
-from ..noise import GeneratorListNoise
+from ..sde import FlowSDE
 from ..solvers.base import resolve
 
 __all__ = ["SdekitScheduler", "SdekitSchedulerOutput"]
@@ -134,10 +133,10 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
 
             ref = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
                                 beta_schedule=beta_schedule, trained_betas=trained_betas,
-                                prediction_type=prediction_type)
+                                prediction_type=prediction_type, clip_sample=clip_sample,
+                                clip_sample_range=clip_sample_range)
+        # from_diffusers honours clip_sample (a clamp of the data prediction), as for any DDPM-type scheduler
         self._score, self.sde = from_diffusers(self._pending, ref)
-        if clip_sample:
-            self._score = _clipped(self._score, self.sde, float(clip_sample_range))
         self.init_noise_sigma = 1.0
         self.num_inference_steps: int | None = None
         self.timesteps = torch.zeros(0)
@@ -260,12 +259,3 @@ def _noise_source(generator: Any) -> GaussianNoise:
     if isinstance(generator, (list, tuple)):
         return GeneratorListNoise(generator)
     return GaussianNoise(generator)
-
-
-def _clipped(score_fn: Any, sde: DiscreteVPSDE, r: float):
-    """``score_fn`` with its data prediction clipped to ``[-r, r]`` (diffusers' ``clip_sample``)."""
-    def clipped(x: Tensor, t: Tensor) -> Tensor:
-        a, s = bcast(sde.alpha(t), x), bcast(sde.sigma(t), x)
-        d = ((x + s * s * score_fn(x, t)) / a).clamp_(-r, r)
-        return (a * d - x) / (s * s)
-    return clipped
