@@ -14,7 +14,8 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "SCHEDULES", "Schedule"]
+__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "check_run_grid", "SCHEDULES",
+           "Schedule"]
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
@@ -123,3 +124,56 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
         raise ValueError(f"schedule must start at or below sde.T={sde.T} (where the prior lives), "
                          f"got {float(grid[0])}")
     return grid
+
+
+def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | None = None, nfe: int | None = None,
+                   eps: float | None = None, x_T_given: bool = False, save_at: object = None) -> None:
+    """Refuse a grid that contradicts the other options of a run (before any work).
+
+    An explicit schedule (a tensor, or a callable whose output is not what it was asked for) must not
+    silently override ``steps=``, ``nfe=`` or ``eps=``:
+
+    - a tensor fixes the steps: ``steps=`` must equal ``len(schedule) - 1`` and ``nfe=`` is refused;
+    - a callable is called with the ``steps`` (from ``steps=`` or ``nfe=``) and ``eps``; it must return
+      ``steps + 1`` times when ``steps=`` or ``nfe=`` was given;
+    - with ``eps=``, the grid must end at ``eps``.
+
+    A grid that starts below ``sde.T`` needs ``x_T`` (a state at ``grid[0]``): the prior lives at ``T``.
+    ``save_at`` times must lie within the grid's span ``[grid[-1], grid[0]]`` (each is kept at its
+    nearest grid time; times outside used to snap silently to an end).
+
+    Args:
+        schedule: the ``schedule=`` argument as given (``None`` for the solver's default).
+        grid: the resolved grid (from :func:`get_grid`).
+        sde: the forward SDE.
+        steps: the steps the run asks for (from ``steps=`` or ``nfe=``; ``None`` when neither was given).
+        nfe, eps: the arguments as the user gave them (``None`` when not given).
+        x_T_given: whether the run starts from a given ``x_T`` (else from the prior at ``T``).
+        save_at: the ``save_at=`` argument (``None``, ``"grid"`` or times).
+    """
+    explicit = isinstance(schedule, Tensor) or (callable(schedule) and not isinstance(schedule, str))
+    n = grid.numel() - 1
+    kind = "tensor" if isinstance(schedule, Tensor) else "callable"
+    if explicit:
+        if isinstance(schedule, Tensor) and nfe is not None:
+            raise ValueError(f"nfe={nfe} cannot be honoured with a tensor schedule: its {n + 1} times fix the "
+                             "steps (and so the NFE); drop nfe= or pass a schedule name or callable")
+        if steps is not None and n != steps:
+            asked = f"steps={steps}" if nfe is None else f"the {steps} steps that fit nfe={nfe}"
+            raise ValueError(f"the {kind} schedule gives {n} steps ({n + 1} times) but {asked}"
+                             + ("; drop steps= or make them agree" if kind == "tensor" else
+                                " were asked for: a schedule callable must honour its steps argument"))
+        if eps is not None and abs(float(grid[-1]) - eps) > 1e-9 * eps:
+            raise ValueError(f"the {kind} schedule ends at t={float(grid[-1]):.9g} but eps={eps}; drop eps= or "
+                             "make them agree")
+    if not x_T_given and float(grid[0]) < sde.T * (1 - 1e-12):
+        raise ValueError(f"the schedule starts at t={float(grid[0]):.9g}, below sde.T={sde.T} where the prior is "
+                         "drawn: give x_T= (a state at that time) or start the grid at T")
+    if save_at is not None and not isinstance(save_at, str):
+        times = save_at.reshape(-1).tolist() if isinstance(save_at, Tensor) else list(save_at)
+        lo, hi = float(grid.min()), float(grid.max())
+        tol = 1e-9 * max(abs(lo), abs(hi))
+        out = [float(t) for t in times if not lo - tol <= float(t) <= hi + tol]
+        if out:
+            raise ValueError(f"save_at times must lie within the grid's span [{lo:.6g}, {hi:.6g}] (each is kept at "
+                             f"its nearest grid time), got {out[0]!r}")

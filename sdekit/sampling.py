@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._utils import check_int, check_real
 from .capture import check_compile, step_function
-from .grids import Schedule, get_grid
+from .grids import Schedule, check_run_grid, get_grid
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
 from .kernels.philox import PhiloxNoise
@@ -198,10 +198,12 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         raise ValueError("give steps= or nfe=, not both")
     if nfe is not None:
         steps = steps_for_nfe(solver, check_int("nfe", nfe, minimum=1), denoise=denoise)
-    elif steps is None:
+    asked = steps
+    if steps is None:
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    check_run_grid(schedule, grid, sde, steps=asked, nfe=nfe, eps=eps, x_T_given=x_T is not None, save_at=save_at)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
         raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "
@@ -211,6 +213,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     if seeded is not None:
         noise = seeded
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
+    if noise is not None:
+        noise.check_run(grid, x)  # the noise must cover the grid and the state, before any score call
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
                     save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
                     condition=condition, compile=compile_options)

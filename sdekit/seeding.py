@@ -128,6 +128,14 @@ class PerSampleNoise(GaussianNoise):
             torch.randn(row_shape, generator=g, out=out[j])
         return out
 
+    def check_run(self, grid: Tensor, x: Tensor) -> None:
+        """One generator per sample: the run's batch must be the one the indices were given for."""
+        if x.ndim < 1 or x.shape[0] != len(self._gens):
+            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but the run's state "
+                             f"has shape {tuple(x.shape)}")
+        if x.device.type != self.device.type:
+            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {x.device}")
+
     def prior(self, sde, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
         """``x_T`` from the prior ``N(0, sde.prior_std^2 I)``, each row from its own sample's stream."""
         z = self.normal(torch.empty(tuple(shape), device=self.device, dtype=dtype))
