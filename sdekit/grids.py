@@ -117,6 +117,11 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
     if not bool(torch.isfinite(grid).all()):
         raise ValueError("schedule produced non-finite times")
     if not bool((torch.diff(grid) < 0).all()):
+        if isinstance(schedule, str):  # a named schedule is decreasing in exact arithmetic: its times collapsed
+            e, t_end = _endpoints(sde, eps, T)
+            raise ValueError(f"schedule {schedule!r} with steps={steps} gives times that are not distinct in float64 "
+                             f"between eps={e:.6g} and T={t_end:.6g}: eps is too small (or steps too many) for "
+                             "the SDE's time <-> log-SNR conversion to resolve; use a larger eps")
         raise ValueError("schedule times must be strictly decreasing (from T to eps)")
     if float(grid[-1]) <= 0:
         raise ValueError(f"schedule must end at a positive time, got {float(grid[-1])}")
@@ -127,7 +132,8 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
 
 
 def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | None = None, nfe: int | None = None,
-                   eps: float | None = None, x_T_given: bool = False, save_at: object = None) -> None:
+                   eps: float | None = None, x_T_given: bool = False, save_at: object = None,
+                   dtype: torch.dtype | None = None, needs_sde: bool = False) -> None:
     """Refuse a grid that contradicts the other options of a run (before any work).
 
     An explicit schedule (a tensor, or a callable whose output is not what it was asked for) must not
@@ -150,6 +156,9 @@ def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | N
         nfe, eps: the arguments as the user gave them (``None`` when not given).
         x_T_given: whether the run starts from a given ``x_T`` (else from the prior at ``T``).
         save_at: the ``save_at=`` argument (``None``, ``"grid"`` or times).
+        dtype: the state's dtype: solvers see the times in it, so they must stay positive and distinct.
+        needs_sde: the solver reads ``alpha(t)``, ``sigma(t)``: they must be finite and positive at every
+            grid time in ``dtype`` (e.g. ``VPSDE(T=50)``: ``alpha(50)`` underflows to 0).
     """
     explicit = isinstance(schedule, Tensor) or (callable(schedule) and not isinstance(schedule, str))
     n = grid.numel() - 1
@@ -177,3 +186,18 @@ def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | N
         if out:
             raise ValueError(f"save_at times must lie within the grid's span [{lo:.6g}, {hi:.6g}] (each is kept at "
                              f"its nearest grid time), got {out[0]!r}")
+    if dtype is not None and dtype.is_floating_point:  # (a non-float x_T is refused later, with its own message)
+        tg = grid.to(dtype)
+        if not float(tg[-1]) > 0 or not bool((torch.diff(tg) < 0).all()):
+            raise ValueError(f"the grid's times are not distinct and positive in the state's dtype {dtype}: it ends "
+                             f"at eps={float(grid[-1]):.6g} (={float(tg[-1]):.6g} in {dtype}) with {n} steps from "
+                             f"T={float(grid[0]):.6g}; use a larger eps, fewer steps or a float64 state")
+        if needs_sde:
+            a, sg = sde.alpha(tg), sde.sigma(tg)
+            bad = ~(torch.isfinite(a) & torch.isfinite(sg) & (a > 0) & (sg > 0))
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0, 0])
+                raise ValueError(f"alpha(t)={float(a[j]):.6g}, sigma(t)={float(sg[j]):.6g} at t={float(tg[j]):.6g} in "
+                                 f"{dtype}: the solver divides by them, so it cannot run there (alpha underflows at "
+                                 f"large t: sde.T={sde.T} is too large for this SDE; use a smaller T, or a solver "
+                                 "that only needs the drift, e.g. 'ode_heun')")

@@ -203,7 +203,9 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
-    check_run_grid(schedule, grid, sde, steps=asked, nfe=nfe, eps=eps, x_T_given=x_T is not None, save_at=save_at)
+    check_run_grid(schedule, grid, sde, steps=asked, nfe=nfe, eps=eps, x_T_given=x_T is not None, save_at=save_at,
+                   dtype=x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype(),
+                   needs_sde=solver.needs_sde)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
         raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "
