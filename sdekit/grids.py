@@ -6,6 +6,7 @@ Every schedule returns a strictly decreasing 1-D tensor of ``steps + 1`` times w
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Union
 
 import torch
@@ -14,8 +15,8 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "check_run_grid", "SCHEDULES",
-           "Schedule"]
+__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "check_run_grid",
+           "check_grid_memory", "check_save_memory", "SCHEDULES", "Schedule"]
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
@@ -201,3 +202,46 @@ def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | N
                                  f"{dtype}: the solver divides by them, so it cannot run there (alpha underflows at "
                                  f"large t: sde.T={sde.T} is too large for this SDE; use a smaller T, or a solver "
                                  "that only needs the drift, e.g. 'ode_heun')")
+
+
+def _memory_bytes(device: torch.device | None) -> int | None:
+    """Free memory of ``device`` (CUDA: free device memory; else the host's available memory), or ``None``."""
+    try:
+        if device is not None and device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError, AttributeError, RuntimeError):
+        return None
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2 ** 30:.3g} GiB"
+
+
+def check_grid_memory(steps: int, argument: str = "steps") -> None:
+    """Refuse a number of steps whose time grid alone (float64, a host and a device copy: 24 bytes per
+    time) would not fit in the host's available memory, naming ``argument`` (``"steps"`` or ``"nfe"``)."""
+    need = 24 * (int(steps) + 1)
+    have = _memory_bytes(None)
+    if have is not None and need > have:
+        raise ValueError(f"{argument} asks for {steps} steps: their time grid alone needs {_gib(need)}, more than the "
+                         f"{_gib(have)} of memory available; use fewer steps")
+
+
+def check_save_memory(save_at: object, grid: Tensor, x: Tensor) -> None:
+    """Refuse a ``save_at`` whose saved states (one copy of ``x`` per kept time) do not fit in the free
+    memory of ``x``'s device."""
+    if save_at is None:
+        return
+    k = grid.numel() if isinstance(save_at, str) else len(save_at.reshape(-1) if isinstance(save_at, Tensor)
+                                                          else save_at)
+    need = 2 * min(k, grid.numel()) * x.numel() * x.element_size()  # the saved copies, then their stack
+    have = _memory_bytes(x.device)
+    if have is not None and need > have:
+        raise ValueError(f"save_at={save_at if isinstance(save_at, str) else '[...]'!r} keeps {min(k, grid.numel())} "
+                         f"states of {_gib(x.numel() * x.element_size())} each: {_gib(need)} with their stack, more "
+                         f"than the {_gib(have)} free on {x.device}; save fewer times")

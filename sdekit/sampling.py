@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._utils import check_int, check_real
 from .capture import check_compile, step_function
-from .grids import Schedule, check_run_grid, get_grid
+from .grids import Schedule, check_grid_memory, check_run_grid, check_save_memory, get_grid
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
 from .kernels.philox import PhiloxNoise
@@ -18,6 +18,7 @@ from .noise import GaussianNoise, NoiseSource
 from .process import ReverseProcess, ScoreFn
 from .sde import SDE
 from .seeding import PerSampleNoise, check_indices, check_seed
+from .solvers.adaptive import check_tolerances
 from .solvers.base import Solver, resolve
 
 __all__ = ["sample", "solve", "steps_for_nfe"]
@@ -202,6 +203,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     if steps is None:
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
+    check_grid_memory(steps, "nfe" if nfe is not None else "steps")
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
     check_run_grid(schedule, grid, sde, steps=asked, nfe=nfe, eps=eps, x_T_given=x_T is not None, save_at=save_at,
                    dtype=x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype(),
@@ -217,6 +219,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
     if noise is not None:
         noise.check_run(grid, x)  # the noise must cover the grid and the state, before any score call
+    check_save_memory(save_at, grid, x)
+    check_tolerances(solver, grid, x.dtype)
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
                     save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
                     condition=condition, compile=compile_options)
