@@ -92,6 +92,8 @@ def _kwargs(c):
         kw["shape"] = SHAPE
     if c["noise"] is None:
         kw["seed"] = 3
+    elif not c["x_T"]:
+        kw["generator"] = torch.Generator().manual_seed(3)  # for the prior; the BrownianNoise gives the rest
     return kw
 
 
@@ -139,6 +141,7 @@ def test_fuzz_solve_works_or_refuses_clearly(solver, c):
         assert float(sol.ts.min()) >= end * (1 - 1e-9) and float(sol.ts.max()) <= SDE.T * (1 + 1e-9)
         if c["save"] == "grid" and (c["eps"] is not None or c["sched"] != "tensor"):
             assert float(sol.ts[-1]) == pytest.approx(end)
-    if c["noise"] is None:  # seed= reproduces the noise (two BrownianNoise(seed=5) do not give one path)
-        again = sdekit.solve(_Score(static=True), SDE, c["solver"], **kw)
-        torch.testing.assert_close(again.x, sol.x, rtol=1e-5, atol=1e-5)
+    if "generator" in kw:
+        kw["generator"] = torch.Generator().manual_seed(3)
+    again = sdekit.solve(_Score(static=True), SDE, c["solver"], **kw, **_noise(c))
+    torch.testing.assert_close(again.x, sol.x, rtol=1e-5, atol=1e-5)
