@@ -137,3 +137,33 @@ def test_temporaries_of_killed_writers_are_removed_on_resume(tmp_path):
     run = sd.sample(_score(sde), sde, seed=0, out_dir=tmp_path, **KW)
     assert run.computed == [2] and not stale.exists()
     assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))
+
+
+def _two_rank_worker(rank: int, world: int, store: str, out_dir: str) -> None:
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        sde = sdekit.VPSDE()
+        sd.sample(_score(sde), sde, seed=0, out_dir=out_dir, schedule=_schedule_factory(2.0),
+                  condition=Inpainting(torch.tensor([0.5, 0.0]), torch.tensor([True, False])), **KW)
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_two_ranks_with_callable_schedule_and_condition(tmp_path):
+    """Each rank builds its own (equal) schedule function and condition: every such run used to fail."""
+    dist = pytest.importorskip("torch.distributed")
+    if not (dist.is_available() and dist.is_gloo_available()):
+        pytest.skip("torch.distributed with gloo is not available")
+    import torch.multiprocessing as mp
+
+    sde = sdekit.VPSDE()
+    ref = tmp_path / "one"
+    sd.sample(_score(sde), sde, seed=0, out_dir=ref, schedule=_schedule_factory(2.0),
+              condition=Inpainting(torch.tensor([0.5, 0.0]), torch.tensor([True, False])), **KW)
+    out = tmp_path / "two"
+    mp.spawn(_two_rank_worker, args=(2, str(tmp_path / "store"), str(out)), nprocs=2, join=True)
+    torch.testing.assert_close(sd.load(out), sd.load(ref), rtol=0, atol=0)
