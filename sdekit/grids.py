@@ -226,6 +226,8 @@ def check_grid_memory(steps: int, argument: str = "steps") -> None:
     """Refuse a number of steps whose time grid alone (float64, a host and a device copy: 24 bytes per
     time) would not fit in the host's available memory, naming ``argument`` (``"steps"`` or ``"nfe"``)."""
     need = 24 * (int(steps) + 1)
+    if need < 2 ** 26:  # under 64 MiB: not worth reading the host's memory figures
+        return
     have = _memory_bytes(None)
     if have is not None and need > have:
         raise ValueError(f"{argument} asks for {steps} steps: their time grid alone needs {_gib(need)}, more than the "
