@@ -22,15 +22,27 @@ How it works:
   so a shard file exists only when it is complete. A resumed run skips shards whose
   file exists; a process killed mid-write leaves only a temporary file, which is ignored.
 - ``manifest.json`` records the settings (``n``, shape, seed, batch size, dtype, the SDE
-  and the sampling options); resuming into a directory written with other settings is
-  refused (the score function itself cannot be checked: keep it the same).
+  and the sampling options), each by its content: numbers and tensors by value (large ones by
+  a SHA-256), SDEs by their parameters and ``alpha``/``sigma`` at 65 times, functions (a
+  callable ``schedule``) by their code and closure, objects (``condition=``) by their
+  attributes; an option with no such description is refused up front. The manifest is
+  created exclusively, so of two runs started in one directory one writes it and the other
+  is compared with it; resuming into a directory written with other settings is refused
+  (the score function itself cannot be checked: keep it the same). Every shard carries the
+  settings' hash, checked on resume and by :func:`load`.
+- On resume, a shard file that does not load (truncated, corrupt) is recomputed, and the
+  temporary files of killed writers of this rank's shards are removed; :func:`load` names a
+  shard it cannot read.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
 import os
 import tempfile
+import types
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -97,6 +109,47 @@ def _atomic_write(path: Path, write) -> None:
         raise
 
 
+def _exclusive_write(path: Path, data: bytes) -> bool:
+    """Create ``path`` with ``data`` unless it exists (atomically: nobody reads it half-written).
+
+    Returns whether this call created it."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.fchmod(fd, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        return True
+    finally:
+        os.unlink(tmp)
+
+
+def _remove_stale_temporaries(out: Path, shards: list[int]) -> None:
+    """Delete the temporary files that killed writers of this rank's ``shards`` left behind."""
+    mine = {_shard_path(out, k).name for k in shards}
+    for p in out.glob(".shard_*.pt.*.tmp"):
+        if p.name[1:].split(".pt.")[0] + ".pt" in mine:
+            p.unlink(missing_ok=True)
+
+
+def _readable_shard(path: Path, settings_id: str) -> bool:
+    """Whether the shard at ``path`` loads (else it is recomputed); refuses one written with other settings."""
+    try:
+        p = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return False
+    sid = p.get("settings_sha256") if isinstance(p, dict) else None
+    if sid is not None and sid != settings_id:
+        raise ValueError(f"{str(path)!r} was written by a run with other settings than this out_dir's manifest; "
+                         "use a new out_dir")
+    return True
+
+
 def _rank_world() -> tuple[int, int]:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
@@ -111,21 +164,87 @@ def _default_device(rank: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _describe(v: Any) -> Any:
-    """A JSON-able description of an option value, stable across processes and runs."""
+class _Unidentifiable(ValueError):
+    pass
+
+
+def _tensor_id(v: Tensor) -> dict:
+    t = v.detach().cpu()
+    if t.numel() <= 64:
+        return {"tensor": t.tolist(), "dtype": str(t.dtype)}
+    raw = t.contiguous().view(-1).view(torch.uint8).numpy().tobytes() if t.dtype != torch.bool \
+        else t.to(torch.uint8).numpy().tobytes()
+    return {"tensor_sha256": hashlib.sha256(raw).hexdigest(), "shape": list(t.shape), "dtype": str(t.dtype)}
+
+
+def _describe(v: Any, depth: int = 0) -> Any:
+    """A JSON-able description of an option value by its content, stable across processes and runs.
+
+    Numbers, strings, dtypes and tensors (values, or a SHA-256 of their bytes when large) as
+    themselves; functions by their code, defaults and closure values; other objects by their type
+    and attributes. Raises ``_Unidentifiable`` for what has no such description (a ``repr`` with a
+    memory address would differ in every process and make every multi-rank run and resume fail).
+    """
+    if depth > 12:
+        raise _Unidentifiable("nested too deeply")
     if v is None or isinstance(v, (bool, int, float, str)):
         return v
-    if isinstance(v, torch.dtype):
+    if isinstance(v, (torch.dtype, torch.device)):
         return str(v)
     if isinstance(v, Tensor):
-        return {"tensor": v.detach().cpu().tolist(), "dtype": str(v.dtype)}
+        return _tensor_id(v)
     if isinstance(v, (list, tuple)):
-        return [_describe(u) for u in v]
+        return [_describe(u, depth + 1) for u in v]
     if isinstance(v, dict):
-        return {str(k): _describe(u) for k, u in sorted(v.items())}
+        return {str(k): _describe(u, depth + 1) for k, u in sorted(v.items(), key=lambda kv: str(kv[0]))}
     if isinstance(v, type):
         return f"{v.__module__}.{v.__qualname__}"
-    return repr(v)
+    if isinstance(v, types.MethodType):
+        return {"method": v.__func__.__qualname__, "self": _describe(v.__self__, depth + 1),
+                "function": _describe(v.__func__, depth + 1)}
+    if isinstance(v, functools.partial):
+        return {"partial": _describe(v.func, depth + 1), "args": _describe(list(v.args), depth + 1),
+                "keywords": _describe(dict(v.keywords), depth + 1)}
+    if isinstance(v, types.FunctionType):
+        code = v.__code__
+        consts = [c for c in code.co_consts if not isinstance(c, types.CodeType)]
+        nested = [c.co_code.hex() for c in code.co_consts if isinstance(c, types.CodeType)]
+        body = hashlib.sha256((code.co_code.hex() + repr(consts) + repr(code.co_names) + repr(nested)).encode())
+        return {"function": f"{v.__module__}.{v.__qualname__}", "code_sha256": body.hexdigest(),
+                "defaults": _describe(list(v.__defaults__ or ()), depth + 1),
+                "kwdefaults": _describe(dict(v.__kwdefaults__ or {}), depth + 1),
+                "closure": [_describe(c.cell_contents, depth + 1) for c in (v.__closure__ or ())]}
+    if isinstance(v, (types.BuiltinFunctionType, types.ModuleType)) or type(v).__module__ == "builtins" \
+            and callable(v) and hasattr(v, "__qualname__"):
+        return f"{getattr(v, '__module__', None)}.{getattr(v, '__qualname__', getattr(v, '__name__', '?'))}"
+    state = getattr(v, "__dict__", None)
+    if isinstance(state, dict):
+        if isinstance(v, SDE):  # public parameters and the schedule's values (private attributes are caches
+            # or the schedule's functions, which the probes identify by value)
+            return {"type": f"{type(v).__module__}.{type(v).__qualname__}", "probes": _sde_probes(v),
+                    "state": _describe({k: u for k, u in state.items() if not k.startswith("_")}, depth + 1)}
+        return {"type": f"{type(v).__module__}.{type(v).__qualname__}", "state": _describe(state, depth + 1)}
+    r = repr(v)
+    if " at 0x" in r:
+        raise _Unidentifiable(f"a {type(v).__name__} whose only description is {r!r}")
+    return {"type": f"{type(v).__module__}.{type(v).__qualname__}", "repr": r}
+
+
+def _sde_probes(sde: SDE) -> dict:
+    """``alpha`` and ``sigma`` of ``sde`` at 65 times on ``[eps, T]`` (float64): its schedule by value."""
+    t = torch.linspace(sde.eps, sde.T, 65, dtype=torch.float64)
+    with torch.no_grad():
+        vals = torch.stack([sde.alpha(t).to(torch.float64), sde.sigma(t).to(torch.float64)])
+    return _tensor_id(vals)
+
+
+def _identify(name: str, v: Any) -> Any:
+    try:
+        return _describe(v)
+    except _Unidentifiable as e:
+        raise ValueError(f"sdekit.distributed.sample cannot identify {name} across ranks and resumes ({e}); pass "
+                         "a value described by its content (numbers, tensors, sdekit objects, plain functions "
+                         "and objects holding only such values)") from None
 
 
 def sample(score_fn: ScoreFn, sde: SDE, *, n: int, sample_shape: Sequence[int], seed: int, batch_size: int,
@@ -181,39 +300,54 @@ def sample(score_fn: ScoreFn, sde: SDE, *, n: int, sample_shape: Sequence[int], 
     out.mkdir(parents=True, exist_ok=True)
     settings = {
         "format": _FORMAT, "n": n, "sample_shape": list(sample_shape), "seed": seed, "batch_size": batch_size,
-        "dtype": str(dtype), "device_type": torch.device(opts["device"]).type, "sde": repr(sde),
-        "solver": _describe(solver),
-        "options": {k: _describe(v) for k, v in sorted(opts.items()) if k not in _NOT_COMPARED and k != "device"},
+        "dtype": str(dtype), "device_type": torch.device(opts["device"]).type, "sde": _identify("sde", sde),
+        "solver": _identify("solver", solver),
+        "options": {k: _identify(f"the option {k}=", v) for k, v in sorted(opts.items())
+                    if k not in _NOT_COMPARED and k != "device"},
     }
+    settings_id = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()
     manifest = out / MANIFEST
+    checked = False
 
     def check_or_write_manifest() -> None:
-        if manifest.exists():
-            old = json.loads(manifest.read_text())
-            diff = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k)]
-            if diff:
-                k = diff[0]
-                raise ValueError(f"out_dir={str(out)!r} holds a run made with other settings ({k}: "
-                                 f"{old.get(k)!r} there, {settings.get(k)!r} now); use a new out_dir or the "
-                                 "same settings to resume")
-        else:
-            _atomic_write(manifest, lambda f: f.write(json.dumps(settings, indent=1, sort_keys=True).encode()))
+        # created exclusively (a hard link of a complete temporary file): of two runs started together in
+        # one out_dir, exactly one writes it and the other compares against it
+        nonlocal checked
+        if checked:
+            return
+        if not manifest.exists():
+            data = json.dumps({**settings, "settings_sha256": settings_id}, indent=1, sort_keys=True).encode()
+            if _exclusive_write(manifest, data):
+                checked = True
+                return
+        old = json.loads(manifest.read_text())
+        diff = [k for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k) and k != "settings_sha256"]
+        if diff:
+            k = diff[0]
+            raise ValueError(f"out_dir={str(out)!r} holds a run made with other settings ({k}: "
+                             f"{old.get(k)!r} there, {settings.get(k)!r} now); use a new out_dir or the "
+                             "same settings to resume")
+        checked = True
 
     if manifest.exists():
         check_or_write_manifest()  # refuse before any work
     run = ShardRun(rank=rank, world_size=world, out_dir=out)
-    for k, (start, stop) in enumerate(shard_ranges(n, batch_size)):
+    ranges = shard_ranges(n, batch_size)
+    _remove_stale_temporaries(out, [k for k in range(len(ranges)) if k % world == rank])
+    for k, (start, stop) in enumerate(ranges):
         if k % world != rank:
             continue
         path = _shard_path(out, k)
         if path.exists():
-            run.skipped.append(k)
-            continue
+            check_or_write_manifest()  # a shard is only written after its run's manifest
+            if _readable_shard(path, settings_id):
+                run.skipped.append(k)
+                continue
         idx = torch.arange(start, stop, dtype=torch.long)
         x = _sample(score_fn, sde, solver, shape=(stop - start, *sample_shape), seed=seed, indices=idx, **opts)
-        if not run.computed:
-            check_or_write_manifest()  # written once the settings have produced a shard
-        payload = {"format": _FORMAT, "shard": k, "indices": idx, "samples": x.detach().cpu(), "rank": rank}
+        check_or_write_manifest()  # written once the settings have produced a shard
+        payload = {"format": _FORMAT, "shard": k, "indices": idx, "samples": x.detach().cpu(), "rank": rank,
+                   "settings_sha256": settings_id}
         _atomic_write(path, lambda f, p=payload: torch.save(p, f))
         run.computed.append(k)
     check_or_write_manifest()
@@ -250,13 +384,24 @@ def load(out_dir: str | os.PathLike, *, map_location: str | torch.device = "cpu"
                          f"({shown}); rerun sdekit.distributed.sample with the same settings to finish it")
     xs, ranks = [], []
     for k, (start, stop) in enumerate(ranges):
-        p = torch.load(_shard_path(out, k), map_location=map_location, weights_only=True)
+        try:
+            p = torch.load(_shard_path(out, k), map_location=map_location, weights_only=True)
+        except Exception as e:
+            raise ValueError(f"out_dir={str(out)!r}: shard {k} ({_shard_path(out, k).name}) cannot be read (truncated "
+                             f"or corrupt: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); delete it "
+                             "and rerun sdekit.distributed.sample with the same settings to recompute it") from None
+        if not isinstance(p, dict) or "indices" not in p or "samples" not in p:
+            raise ValueError(f"out_dir={str(out)!r}: shard {k} is not an sdekit.distributed shard")
         idx = p["indices"]
         if p.get("shard") != k or not torch.equal(idx.cpu(), torch.arange(start, stop)):
             raise ValueError(f"out_dir={str(out)!r}: shard {k} holds indices that do not belong to it")
         if tuple(p["samples"].shape) != (stop - start, *m["sample_shape"]):
             raise ValueError(f"out_dir={str(out)!r}: shard {k} has shape {tuple(p['samples'].shape)}, expected "
                              f"{(stop - start, *m['sample_shape'])}")
+        sid = p.get("settings_sha256")
+        if sid is not None and "settings_sha256" in m and sid != m["settings_sha256"]:
+            raise ValueError(f"out_dir={str(out)!r}: shard {k} was written by a run with other settings than the "
+                             "manifest's")
         xs.append(p["samples"])
         ranks.append(torch.full((stop - start,), int(p.get("rank", -1)), dtype=torch.long))
     x = torch.cat(xs)

@@ -6,6 +6,7 @@ Every schedule returns a strictly decreasing 1-D tensor of ``steps + 1`` times w
 
 from __future__ import annotations
 
+import os
 from typing import Callable, Union
 
 import torch
@@ -14,7 +15,8 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "SCHEDULES", "Schedule"]
+__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "check_run_grid",
+           "check_grid_memory", "check_save_memory", "SCHEDULES", "Schedule"]
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
@@ -130,6 +132,11 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
     if not bool(torch.isfinite(grid).all()):
         raise ValueError("schedule produced non-finite times")
     if not bool((torch.diff(grid) < 0).all()):
+        if isinstance(schedule, str):  # a named schedule is decreasing in exact arithmetic: its times collapsed
+            e, t_end = _endpoints(sde, eps, T)
+            raise ValueError(f"schedule {schedule!r} with steps={steps} gives times that are not distinct in float64 "
+                             f"between eps={e:.6g} and T={t_end:.6g}: eps is too small (or steps too many) for "
+                             "the SDE's time <-> log-SNR conversion to resolve; use a larger eps")
         raise ValueError("schedule times must be strictly decreasing (from T to eps)")
     if float(grid[-1]) <= 0:
         raise ValueError(f"schedule must end at a positive time, got {float(grid[-1])}")
@@ -142,3 +149,120 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
         if grid.numel() > 1 and not float(grid[1]) < sde.T:
             raise ValueError("schedule times must be strictly decreasing (from T to eps)")
     return grid
+
+
+def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | None = None, nfe: int | None = None,
+                   eps: float | None = None, x_T_given: bool = False, save_at: object = None,
+                   dtype: torch.dtype | None = None, needs_sde: bool = False) -> None:
+    """Refuse a grid that contradicts the other options of a run (before any work).
+
+    An explicit schedule (a tensor, or a callable whose output is not what it was asked for) must not
+    silently override ``steps=``, ``nfe=`` or ``eps=``:
+
+    - a tensor fixes the steps: ``steps=`` must equal ``len(schedule) - 1`` and ``nfe=`` is refused;
+    - a callable is called with the ``steps`` (from ``steps=`` or ``nfe=``) and ``eps``; it must return
+      ``steps + 1`` times when ``steps=`` or ``nfe=`` was given;
+    - with ``eps=``, the grid must end at ``eps``.
+
+    A grid that starts below ``sde.T`` needs ``x_T`` (a state at ``grid[0]``): the prior lives at ``T``.
+    ``save_at`` times must lie within the grid's span ``[grid[-1], grid[0]]`` (each is kept at its
+    nearest grid time; times outside used to snap silently to an end).
+
+    Args:
+        schedule: the ``schedule=`` argument as given (``None`` for the solver's default).
+        grid: the resolved grid (from :func:`get_grid`).
+        sde: the forward SDE.
+        steps: the steps the run asks for (from ``steps=`` or ``nfe=``; ``None`` when neither was given).
+        nfe, eps: the arguments as the user gave them (``None`` when not given).
+        x_T_given: whether the run starts from a given ``x_T`` (else from the prior at ``T``).
+        save_at: the ``save_at=`` argument (``None``, ``"grid"`` or times).
+        dtype: the state's dtype: solvers see the times in it, so they must stay positive and distinct.
+        needs_sde: the solver reads ``alpha(t)``, ``sigma(t)``: they must be finite and positive at every
+            grid time in ``dtype`` (e.g. ``VPSDE(T=50)``: ``alpha(50)`` underflows to 0).
+    """
+    explicit = isinstance(schedule, Tensor) or (callable(schedule) and not isinstance(schedule, str))
+    n = grid.numel() - 1
+    kind = "tensor" if isinstance(schedule, Tensor) else "callable"
+    if explicit:
+        if isinstance(schedule, Tensor) and nfe is not None:
+            raise ValueError(f"nfe={nfe} cannot be honoured with a tensor schedule: its {n + 1} times fix the "
+                             "steps (and so the NFE); drop nfe= or pass a schedule name or callable")
+        if steps is not None and n != steps:
+            asked = f"steps={steps}" if nfe is None else f"the {steps} steps that fit nfe={nfe}"
+            raise ValueError(f"the {kind} schedule gives {n} steps ({n + 1} times) but {asked}"
+                             + ("; drop steps= or make them agree" if kind == "tensor" else
+                                " were asked for: a schedule callable must honour its steps argument"))
+        if eps is not None and abs(float(grid[-1]) - eps) > 1e-9 * eps:
+            raise ValueError(f"the {kind} schedule ends at t={float(grid[-1]):.9g} but eps={eps}; drop eps= or "
+                             "make them agree")
+    if not x_T_given and float(grid[0]) < sde.T * (1 - 1e-12):
+        raise ValueError(f"the schedule starts at t={float(grid[0]):.9g}, below sde.T={sde.T} where the prior is "
+                         "drawn: give x_T= (a state at that time) or start the grid at T")
+    if save_at is not None and not isinstance(save_at, str):
+        times = save_at.reshape(-1).tolist() if isinstance(save_at, Tensor) else list(save_at)
+        lo, hi = float(grid.min()), float(grid.max())
+        tol = 1e-9 * max(abs(lo), abs(hi))
+        out = [float(t) for t in times if not lo - tol <= float(t) <= hi + tol]
+        if out:
+            raise ValueError(f"save_at times must lie within the grid's span [{lo:.6g}, {hi:.6g}] (each is kept at "
+                             f"its nearest grid time), got {out[0]!r}")
+    if dtype is not None and dtype.is_floating_point:  # (a non-float x_T is refused later, with its own message)
+        tg = grid.to(dtype)
+        if not float(tg[-1]) > 0 or not bool((torch.diff(tg) < 0).all()):
+            raise ValueError(f"the grid's times are not distinct and positive in the state's dtype {dtype}: it ends "
+                             f"at eps={float(grid[-1]):.6g} (={float(tg[-1]):.6g} in {dtype}) with {n} steps from "
+                             f"T={float(grid[0]):.6g}; use a larger eps, fewer steps or a float64 state")
+        if needs_sde:
+            a, sg = sde.alpha(tg), sde.sigma(tg)
+            bad = ~(torch.isfinite(a) & torch.isfinite(sg) & (a > 0) & (sg > 0))
+            if bool(bad.any()):
+                j = int(bad.nonzero()[0, 0])
+                raise ValueError(f"alpha(t)={float(a[j]):.6g}, sigma(t)={float(sg[j]):.6g} at t={float(tg[j]):.6g} in "
+                                 f"{dtype}: the solver divides by them, so it cannot run there (alpha underflows at "
+                                 f"large t: sde.T={sde.T} is too large for this SDE; use a smaller T, or a solver "
+                                 "that only needs the drift, e.g. 'ode_heun')")
+
+
+def _memory_bytes(device: torch.device | None) -> int | None:
+    """Free memory of ``device`` (CUDA: free device memory; else the host's available memory), or ``None``."""
+    try:
+        if device is not None and device.type == "cuda":
+            return int(torch.cuda.mem_get_info(device)[0])
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (OSError, ValueError, AttributeError, RuntimeError):
+        return None
+
+
+def _gib(b: float) -> str:
+    return f"{b / 2 ** 30:.3g} GiB"
+
+
+def check_grid_memory(steps: int, argument: str = "steps") -> None:
+    """Refuse a number of steps whose time grid alone (float64, a host and a device copy: 24 bytes per
+    time) would not fit in the host's available memory, naming ``argument`` (``"steps"`` or ``"nfe"``)."""
+    need = 24 * (int(steps) + 1)
+    if need < 2 ** 26:  # under 64 MiB: not worth reading the host's memory figures
+        return
+    have = _memory_bytes(None)
+    if have is not None and need > have:
+        raise ValueError(f"{argument} asks for {steps} steps: their time grid alone needs {_gib(need)}, more than the "
+                         f"{_gib(have)} of memory available; use fewer steps")
+
+
+def check_save_memory(save_at: object, grid: Tensor, x: Tensor) -> None:
+    """Refuse a ``save_at`` whose saved states (one copy of ``x`` per kept time) do not fit in the free
+    memory of ``x``'s device."""
+    if save_at is None:
+        return
+    k = grid.numel() if isinstance(save_at, str) else len(save_at.reshape(-1) if isinstance(save_at, Tensor)
+                                                          else save_at)
+    need = 2 * min(k, grid.numel()) * x.numel() * x.element_size()  # the saved copies, then their stack
+    have = _memory_bytes(x.device)
+    if have is not None and need > have:
+        raise ValueError(f"save_at={save_at if isinstance(save_at, str) else '[...]'!r} keeps {min(k, grid.numel())} "
+                         f"states of {_gib(x.numel() * x.element_size())} each: {_gib(need)} with their stack, more "
+                         f"than the {_gib(have)} free on {x.device}; save fewer times")

@@ -66,7 +66,9 @@ def classifier_guidance(score_fn: ScoreFn, grad_log_p_y: Callable[[Tensor, Tenso
 
     Args:
         score_fn: unconditional score ``s(x, t)``.
-        grad_log_p_y: ``(x, t) -> grad_x log p_t(y | x)`` (see :func:`log_prob_gradient`).
+        grad_log_p_y: ``(x, t) -> grad_x log p_t(y | x)`` (see :func:`log_prob_gradient`). It runs
+            with autograd enabled (also inside the samplers' ``no_grad``), so it may call
+            ``torch.autograd.grad`` on ``x.requires_grad_()`` itself.
         scale: guidance scale (any real number; negative values push away from ``y``).
     """
     _check_callable("score_fn", score_fn)
@@ -74,7 +76,14 @@ def classifier_guidance(score_fn: ScoreFn, grad_log_p_y: Callable[[Tensor, Tenso
     scale = check_real("scale", scale)
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
-        g = grad_log_p_y(x, t)
+        # grad_log_p_y usually calls torch.autograd.grad: give it autograd even under the samplers'
+        # no_grad, on a detached view (its requires_grad_ must not flag the solver's state); when x
+        # itself requires grad (likelihood), x is passed as is so the result can stay differentiable
+        keep = x.requires_grad
+        with torch.enable_grad():
+            g = grad_log_p_y(x if keep else x.detach(), t)
+        if isinstance(g, Tensor) and not keep:
+            g = g.detach()
         if not isinstance(g, Tensor) or g.shape != x.shape:
             raise ValueError(f"grad_log_p_y must return a tensor of x's shape {tuple(x.shape)}, got "
                              f"{tuple(g.shape) if isinstance(g, Tensor) else type(g).__name__}")

@@ -49,6 +49,10 @@ class NoiseSource:
         """A standard normal tensor like ``like``, independent of the Brownian path."""
         raise NotImplementedError
 
+    def check_run(self, grid: Tensor, x: Tensor) -> None:
+        """Refuse, before any work, a run over the times ``grid`` from the state ``x`` that this source
+        cannot serve (a span or shape it was not built for). The default accepts every run."""
+
 
 class GaussianNoise(NoiseSource):
     """Independent Gaussian increments drawn from ``generator`` (``None`` uses torch's global RNG).
@@ -101,6 +105,19 @@ class BrownianNoise(NoiseSource):
         gen_device = torch.device(device) if device is not None else torch.device("cpu")
         self._gen = torch.Generator(device=gen_device).manual_seed(seed ^ 0x5DEB1)
         self._t_min, self._t_max = float(t_min), float(t_max)
+
+    def check_run(self, grid: Tensor, x: Tensor) -> None:
+        """The path must cover the run's times and have the state's shape (it is clamped to
+        ``[t_min, t_max]``: outside it the increments would silently be zero)."""
+        lo, hi = float(grid.min()), float(grid.max())
+        tol = 1e-9 * max(abs(lo), abs(hi), 1e-300)
+        if lo < self._t_min - tol or hi > self._t_max + tol:
+            raise ValueError(f"BrownianNoise covers [t_min, t_max] = [{self._t_min:.6g}, {self._t_max:.6g}] but the "
+                             f"run's grid spans [{lo:.6g}, {hi:.6g}]: outside its span the noise would be zero. "
+                             "Build it with t_min <= eps and t_max >= T")
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"BrownianNoise was built for states of shape {self.shape} but the run's state has "
+                             f"shape {tuple(x.shape)}; build it with shape=x_T.shape")
 
     def _span(self, t0: Tensor, t1: Tensor) -> tuple[float, float, float]:
         a, b = float(t0.reshape(-1)[0]), float(t1.reshape(-1)[0])
@@ -311,6 +328,14 @@ class PerSampleNoise(GaussianNoise):
         for j, g in enumerate(self._gens):
             torch.randn(row_shape, generator=g, out=out[j])
         return out
+
+    def check_run(self, grid: Tensor, x: Tensor) -> None:
+        """One generator per sample: the run's batch must be the one the indices were given for."""
+        if x.ndim < 1 or x.shape[0] != len(self._gens):
+            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but the run's state "
+                             f"has shape {tuple(x.shape)}")
+        if x.device.type != self.device.type:
+            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {x.device}")
 
     def prior(self, sde, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
         """``x_T`` from the prior ``N(0, sde.prior_std^2 I)``, each row from its own sample's stream."""

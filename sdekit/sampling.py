@@ -10,13 +10,14 @@ from torch import Tensor
 
 from ._utils import check_int, check_not_meta, check_real
 from .capture import check_compile, step_function
-from .grids import Schedule, get_grid
+from .grids import Schedule, check_grid_memory, check_run_grid, check_save_memory, get_grid
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
 from .noise import GaussianNoise, NoiseSource, PerSampleNoise, PhiloxNoise
 from .process import ReverseProcess, ScoreFn
 from .sde import SDE, check_start
 from .seeding import check_indices, check_seed, generator_list
+from .solvers.adaptive import check_tolerances
 from .solvers.base import Solver, resolve
 from .solvers.conditioned import Conditioned
 
@@ -201,10 +202,15 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         raise ValueError("give steps= or nfe=, not both")
     if nfe is not None:
         steps = steps_for_nfe(solver, check_int("nfe", nfe, minimum=1), denoise=denoise)
-    elif steps is None:
+    asked = steps
+    if steps is None:
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
+    check_grid_memory(steps, "nfe" if nfe is not None else "steps")
     grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    check_run_grid(schedule, grid, sde, steps=asked, nfe=nfe, eps=eps, x_T_given=x_T is not None, save_at=save_at,
+                   dtype=x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype(),
+                   needs_sde=solver.needs_sde)
     check_start(sde, float(grid[0]), solver)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
@@ -217,6 +223,10 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     if seeded is not None:
         noise = seeded
     process = ReverseProcess(sde, score_fn, lam=solver.lam)
+    if noise is not None:
+        noise.check_run(grid, x)  # the noise must cover the grid and the state, before any score call
+    check_save_memory(save_at, grid, x)
+    check_tolerances(solver, grid, x.dtype)
     if condition is not None:
         solver = Conditioned(solver, condition)  # the condition wraps the solver; finalize below
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,

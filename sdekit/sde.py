@@ -159,6 +159,19 @@ def _vp_t_from_log_alpha(log_alpha: Tensor, b0: float, b1: float) -> Tensor:
     return (torch.sqrt(0.25 * b0 * b0 + d * c) - 0.5 * b0) / (0.5 * d)
 
 
+def _warn_alpha_underflow(sde: SDE, log_alpha_T: float) -> None:
+    """Warn when ``alpha(T)`` is 0 in float32 (``ln alpha(T) < -103``): solvers that divide by
+    ``alpha`` or use the log-SNR (DDIM, DPM-Solver++, UniPC, ...) then produce NaN/Inf; the run
+    refuses them (see :func:`sdekit.grids.check_run_grid`)."""
+    if log_alpha_T < -103.0:
+        import warnings
+
+        warnings.warn(f"{type(sde).__name__} with T={sde.T}: alpha(T) = exp({log_alpha_T:.4g}) is 0 in float32"
+                      f"{' and float64' if log_alpha_T < -745 else ''}; solvers that use alpha or the log-SNR "
+                      "(ddim, dpmpp_*, unipc, ...) are refused on such a grid; use a smaller T (T=1 is the "
+                      "usual choice)", stacklevel=3)
+
+
 class VPSDE(SDE):
     """Variance-preserving SDE (DDPM's continuous limit): ``dx = -1/2 beta(t) x dt + sqrt(beta(t)) dw``.
 
@@ -175,6 +188,8 @@ class VPSDE(SDE):
         self.beta_max = check_real("beta_max", beta_max, positive=True)
         if self.beta_max < self.beta_min:
             raise ValueError(f"beta_max must be >= beta_min, got beta_min={beta_min}, beta_max={beta_max}")
+        _warn_alpha_underflow(self, float(_vp_log_alpha(torch.tensor(self.T, dtype=torch.float64),
+                                                        self.beta_min, self.beta_max)))
 
     def beta(self, t: Tensor) -> Tensor:
         return self.beta_min + t * (self.beta_max - self.beta_min)
@@ -300,8 +315,9 @@ class AlphaSigmaSDE(SDE):
     """A linear SDE defined by any pair of marginal coefficients ``alpha(t)``, ``sigma(t)``.
 
     ``f`` and ``g^2`` are derived from the derivatives of ``alpha`` and ``sigma``: given
-    as ``dalpha``/``dsigma`` callables, or taken by autograd otherwise. ``alpha`` must be
-    positive and ``alpha/sigma`` strictly decreasing on ``(0, T]``.
+    as ``dalpha``/``dsigma`` callables, or taken by autograd otherwise. ``alpha`` and ``sigma``
+    must be positive and ``alpha/sigma`` strictly decreasing on ``[eps, T]``: checked at
+    construction on a fine grid by :func:`check_alpha_sigma` (which says what it guarantees).
 
     Example:
         >>> sde = AlphaSigmaSDE(lambda t: 1 - t, lambda t: t, T=0.999, eps=1e-3)  # rectified flow
@@ -316,14 +332,7 @@ class AlphaSigmaSDE(SDE):
             if fn is not None and not callable(fn):
                 raise TypeError(f"{name} must be callable t -> tensor, got {type(fn).__name__}")
         self._alpha, self._sigma, self._dalpha, self._dsigma = alpha, sigma, dalpha, dsigma
-        probe = torch.linspace(self.eps, self.T, 33, dtype=torch.float64)
-        a, s = self._alpha(probe), self._sigma(probe)
-        if not (isinstance(a, Tensor) and a.shape == probe.shape and isinstance(s, Tensor) and s.shape == probe.shape):
-            raise ValueError("alpha and sigma must map a tensor t to a tensor of the same shape")
-        if not bool((a > 0).all()) or not bool((s > 0).all()):
-            raise ValueError("alpha(t) and sigma(t) must be > 0 on [eps, T]")
-        if not bool((torch.diff(torch.log(a) - torch.log(s)) < 0).all()):
-            raise ValueError("alpha(t)/sigma(t) must be strictly decreasing on [eps, T]")
+        check_alpha_sigma(self)
 
     def alpha(self, t: Tensor) -> Tensor:
         return self._alpha(t)
@@ -341,6 +350,79 @@ class AlphaSigmaSDE(SDE):
             return super().g2(t)
         s = self._sigma(t)
         return 2 * s * self._dsigma(t) - 2 * self.f(t) * s * s
+
+
+#: probe intervals of :func:`check_alpha_sigma` on ``[eps, T]`` (uniform in t and in log t).
+ALPHA_SIGMA_PROBES = 4096
+
+
+def _first(mask: Tensor, t: Tensor) -> str:
+    return f"{float(t[mask.nonzero()[0, 0]]):.6g}"
+
+
+def check_alpha_sigma(sde: SDE, probes: int | None = None) -> None:
+    """Validate the schedule of an :class:`AlphaSigmaSDE` on a fine grid of ``[eps, T]``.
+
+    Probes ``alpha``, ``sigma`` and the derived ``f``, ``g^2`` (autograd, or the given ``dalpha``,
+    ``dsigma``) in float64 at ``probes + 1`` times uniform in ``t`` and as many uniform in ``ln t``
+    (the log grid resolves schedules that change fastest near ``eps``). Refuses, with the first
+    offending time: a non-tensor or wrongly shaped output; non-finite values; ``alpha <= 0`` or
+    ``sigma <= 0``; a log-SNR ``ln(alpha/sigma)`` that fails to decrease strictly between
+    neighbouring probes; ``g^2 = -2 sigma^2 d lambda/dt <= 0`` (the derivative's sign: a rising
+    log-SNR at a probe); and, when ``dalpha``/``dsigma`` are given, derivatives that disagree with
+    the finite differences of ``ln alpha``/``sigma^2`` between neighbouring probes (beyond 0.1%).
+
+    Guarantee: with the default 4096 intervals every subinterval of ``[eps, T]`` longer than
+    ``2 (T - eps)/4096 < 1e-3 (T - eps)`` holds at least two probes, so a violation (a rising
+    log-SNR, or ``alpha``/``sigma`` not positive) that lasts over a relative width above ``1e-3``
+    cannot be missed. Narrower features can (a finite check never proves a property of a function).
+    """
+    n = ALPHA_SIGMA_PROBES if probes is None else probes
+    lin = torch.linspace(sde.eps, sde.T, n + 1, dtype=torch.float64)
+    log = torch.exp(torch.linspace(math.log(sde.eps), math.log(sde.T), n + 1, dtype=torch.float64))
+    t = torch.sort(torch.cat([lin, log[1:-1]])).values
+    t = t[torch.cat([torch.ones(1, dtype=torch.bool), torch.diff(t) > 1e-9 * t[1:]])]  # no near-duplicates
+    a, s = sde._alpha(t), sde._sigma(t)
+    if not (isinstance(a, Tensor) and a.shape == t.shape and isinstance(s, Tensor) and s.shape == t.shape):
+        raise ValueError("alpha and sigma must map a tensor t to a tensor of the same shape")
+    a, s = a.detach().to(torch.float64), s.detach().to(torch.float64)
+    for name, v in (("alpha", a), ("sigma", s)):
+        if not bool(torch.isfinite(v).all()):
+            raise ValueError(f"{name}(t) must be finite on [eps, T]; it is not at t={_first(~torch.isfinite(v), t)}")
+        if not bool((v > 0).all()):
+            raise ValueError(f"{name}(t) must be > 0 on [eps, T]; {name}(t)={float(v[v <= 0][0]):.6g} "
+                             f"at t={_first(v <= 0, t)}")
+    lam = torch.log(a) - torch.log(s)
+    rise = torch.diff(lam) >= 0
+    if bool(rise.any()):
+        raise ValueError(f"alpha(t)/sigma(t) must be strictly decreasing on [eps, T]; it does not decrease "
+                         f"after t={_first(rise, t[:-1])}")
+    f, g2 = sde.f(t).to(torch.float64), sde.g2(t).to(torch.float64)
+    for name, v in (("f", f), ("g^2", g2)):
+        if not (isinstance(v, Tensor) and v.shape == t.shape and bool(torch.isfinite(v).all())):
+            bad = _first(~torch.isfinite(v), t) if isinstance(v, Tensor) and v.shape == t.shape else "?"
+            raise ValueError(f"the derived {name}(t) (from the derivatives of alpha and sigma) must be finite on "
+                             f"[eps, T]; it is not at t={bad}")
+    if not bool((g2 > 0).all()):
+        raise ValueError(f"g(t)^2 = -2 sigma^2 d/dt ln(alpha/sigma) must be > 0 on [eps, T] (the log-SNR must "
+                         f"decrease); g^2={float(g2[g2 <= 0][0]):.6g} at t={_first(g2 <= 0, t)}")
+    if sde._dalpha is not None:
+        _check_derivative("dalpha", "ln alpha", torch.log(a), f, t)
+    if sde._dsigma is not None:
+        _check_derivative("dsigma", "sigma^2", s * s, g2 + 2 * f * s * s, t)
+
+
+def _check_derivative(arg: str, what: str, v: Tensor, dv: Tensor, t: Tensor) -> None:
+    """The secant of ``v`` over each probe interval must lie between ``dv`` at its ends (mean value
+    theorem; exact for a derivative monotone over the interval), up to 0.1% and rounding."""
+    sec = torch.diff(v) / torch.diff(t)
+    lo, hi = torch.minimum(dv[1:], dv[:-1]), torch.maximum(dv[1:], dv[:-1])
+    tol = 1e-3 * (dv[1:].abs() + dv[:-1].abs()) + 1e-6 * (1 + float(dv.abs().max()))
+    bad = (sec < lo - tol) | (sec > hi + tol)
+    if bool(bad.any()):
+        j = int(bad.nonzero()[0, 0])
+        raise ValueError(f"{arg} does not match its function: d/dt {what} is {float(dv[j]):.6g} at t={float(t[j]):.6g} "
+                         f"by {arg} but {float(sec[j]):.6g} by finite differences of {what} there")
 
 
 class CosineSDE(AlphaSigmaSDE):
@@ -397,8 +479,13 @@ class EDMSDE(SDE):
     name = "edm"
 
     def __init__(self, sigma_min: float = 0.002, sigma_max: float = 80.0) -> None:
-        super().__init__(T=check_real("sigma_max", sigma_max, positive=True),
-                         eps=check_real("sigma_min", sigma_min, positive=True))
+        sigma_min = check_real("sigma_min", sigma_min, positive=True)
+        sigma_max = check_real("sigma_max", sigma_max, positive=True)
+        if not sigma_min < sigma_max:
+            raise ValueError(f"sigma_min must be < sigma_max (EDMSDE's times are its noise levels: eps must be < T "
+                             f"with eps = sigma_min and T = sigma_max), got sigma_min={sigma_min} and "
+                             f"sigma_max={sigma_max}")
+        super().__init__(T=sigma_max, eps=sigma_min)
         self.sigma_min, self.sigma_max = self.eps, self.T
 
     def alpha(self, t: Tensor) -> Tensor:

@@ -59,7 +59,7 @@ def check_seed(seed: object) -> int:
 
 
 def check_indices(indices: object, batch: int | None = None) -> list[int]:
-    """Return ``indices`` as a list of ints after checking them (non-negative, one per sample)."""
+    """Return ``indices`` as a list of ints after checking them (distinct, in ``[0, 2**32)``, one per sample)."""
     if isinstance(indices, Tensor):
         if indices.dtype.is_floating_point or indices.dtype.is_complex or indices.dtype == torch.bool:
             raise TypeError(f"indices must be integers, got a tensor of dtype {indices.dtype}")
@@ -78,6 +78,15 @@ def check_indices(indices: object, batch: int | None = None) -> list[int]:
         raise ValueError("indices must not be empty")
     if min(out) < 0:
         raise ValueError(f"indices must be >= 0, got {min(out)}")
+    if max(out) >= 2 ** 32:
+        raise ValueError(f"indices must be < 2**32 (the per-sample streams are a bijection of the index modulo "
+                         f"2**32, so index {max(out)} would share the stream of index {max(out) % 2 ** 32}), "
+                         f"got {max(out)}")
+    if len(set(out)) != len(out):
+        seen: set[int] = set()
+        dup = next(i for i in out if i in seen or seen.add(i))
+        raise ValueError(f"indices must be distinct (two samples with one index get the same noise, i.e. the "
+                         f"same sample), got index {dup} more than once")
     if batch is not None and len(out) != batch:
         raise ValueError(f"indices has {len(out)} entries but the batch has {batch} samples")
     return out

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from torch import Tensor
 
 from .._utils import check_bool, check_int, check_real
@@ -67,3 +68,51 @@ class AdaptiveSolver(Solver):
     def nfe_for(self, steps: int) -> int:
         raise ValueError(f"solver {self.name!r} is adaptive: its NFE follows from rtol/atol, so an nfe= budget has "
                          "no meaning; give rtol=/atol= (and max_steps=) instead, and read Solution.nfe")
+
+
+_TOLERANCE_ERROR: type | None = None
+
+
+def tolerance_error() -> type:
+    """``ToleranceError``: a ``ValueError`` (bad input) that is also a
+    :class:`~sdekit.integrate.SamplingError` (the run could not have reached the end), raised by
+    :func:`check_tolerances` before any work."""
+    global _TOLERANCE_ERROR
+    if _TOLERANCE_ERROR is None:
+        from ..integrate import SamplingError  # here, not at the top: the driver imports the solvers
+
+        _TOLERANCE_ERROR = type("ToleranceError", (SamplingError, ValueError),
+                                {"__module__": __name__, "__doc__": tolerance_error.__doc__})
+    return _TOLERANCE_ERROR
+
+
+def check_tolerances(solver: Solver, grid: Tensor, dtype: torch.dtype) -> None:
+    """Refuse, before any work, tolerances an adaptive run cannot meet (no-op for other solvers).
+
+    Raises :func:`tolerance_error` (a ``ValueError`` and a ``SamplingError``) when:
+
+    - Both ``rtol`` and ``atol`` below ``8 eps`` of the state's dtype: the error estimate of a
+      step cannot fall below rounding, so the run would shrink its steps to underflow (float32
+      with ``rtol = atol = 1e-13`` ground for 76-98 s before ``MaxStepsError``).
+    - A stochastic adaptive solver whose local error shrinks like ``h^1.5`` (the Brownian term)
+      needs about ``span / tol^(2/3)`` steps; more than ``10 max_steps`` is refused (float64
+      ``sde_adaptive`` at ``1e-13`` needs ~5e8 steps: it ground for > 300 s).
+    """
+    if not isinstance(solver, AdaptiveSolver) or not dtype.is_floating_point:
+        return
+    floor = 8 * torch.finfo(dtype).eps
+    if solver.rtol < floor and solver.atol < floor:
+        raise tolerance_error()(
+            f"rtol={solver.rtol:g} and atol={solver.atol:g} are below what the state's dtype {dtype} resolves "
+            f"(8 eps = {floor:.3g}): a step's error estimate cannot fall below rounding, so the adaptive solver "
+            f"{solver.name!r} would shrink its steps until it fails; use rtol >= {floor:.3g} or a float64 state")
+    if solver.stochastic:
+        tol = max(solver.rtol, solver.atol)
+        span = abs(float(grid[0]) - float(grid[-1]))
+        need = span / tol ** (2.0 / 3.0)
+        if need > 10 * solver.max_steps:
+            raise tolerance_error()(
+                f"rtol={solver.rtol:g}, atol={solver.atol:g} would need ~{need:.2g} steps of the stochastic "
+                f"adaptive solver {solver.name!r} over [{float(grid[-1]):.3g}, {float(grid[0]):.3g}] (its local "
+                f"error shrinks like h^1.5), far more than max_steps={solver.max_steps}; loosen rtol/atol (e.g. "
+                f">= {(span / solver.max_steps) ** 1.5:.2g})")

@@ -94,7 +94,13 @@ class ExplicitRK(Solver):
             if i > 0:
                 xi = lincomb(x, 1.0, [(h * a * c, v) for a, ts in zip(row, stages) if a != 0.0 for c, v in ts],
                              out=buffer(state, f"stage{i}", x))
-            stages.append(drift_terms(process, xi, t0 + ci * h))
+            terms = drift_terms(process, xi, t0 + ci * h)
+            if i + 1 < tab.stages:
+                # a score may return one reused output buffer (static outputs, CUDA-graph replay) that
+                # the next stage's call overwrites: keep this stage's score in a solver-owned buffer
+                terms = [(c, v if v is xi else buffer(state, f"k{i}_{j}", v).copy_(v))
+                         for j, (c, v) in enumerate(terms)]
+            stages.append(terms)
         terms = [(h * b * c, v) for b, ts in zip(tab.b, stages) if b != 0.0 for c, v in ts]
         return lincomb(x, 1.0, terms, out=spare(state, x)), state, None
 

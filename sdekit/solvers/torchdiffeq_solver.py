@@ -4,7 +4,10 @@
 (by default one interval, ``T`` to ``eps``) with :func:`torchdiffeq.odeint` (Chen et al. 2018,
 https://github.com/rtqichen/torchdiffeq). Adaptive methods (``dopri5``, ``bosh3``,
 ``adaptive_heun``, ``dopri8``, ...) choose their own steps inside that call; fixed-grid ones
-(``rk4``, ``midpoint``, ``euler``) take ``odeint_options={"step_size": ...}``. Order and NFE per step
+(``rk4``, ``midpoint``, ``euler``, ``heun2``, ``heun3``) take ``odeint_options={"step_size": ...}`` or,
+without one, take one step per grid interval (then ``steps`` defaults to 100, as for sdekit's own
+fixed-step solvers); the Adams methods need a ``step_size``. ``odeint_options`` that the method does
+not take are refused (torchdiffeq only warns). Order and NFE per step
 are torchdiffeq's; every drift evaluation goes through the process, so ``Solution.nfe`` counts
 them the same way as for sdekit's own solvers. The driver takes one step per grid interval
 (the steps inside are torchdiffeq's, so ``adaptive = True`` and an ``nfe=`` budget is refused);
@@ -50,6 +53,7 @@ class TorchdiffeqODE(Solver):
         import torchdiffeq  # noqa: F401  (fail early if it is missing)
         from torchdiffeq._impl.odeint import SOLVERS
         from torchdiffeq._impl.rk_common import RKAdaptiveStepsizeODESolver
+        from torchdiffeq._impl.solvers import FixedGridODESolver
 
         if method not in SOLVERS:
             raise ValueError(f"method must be a torchdiffeq method ({', '.join(sorted(SOLVERS))}), got {method!r}")
@@ -57,6 +61,21 @@ class TorchdiffeqODE(Solver):
             raise TypeError(f"odeint_options must be a dict or None, got {type(odeint_options).__name__}")
         self.method = method
         self._rk_adaptive = issubclass(SOLVERS[method], RKAdaptiveStepsizeODESolver)
+        opts = dict(odeint_options or {})
+        valid = _option_names(SOLVERS[method])
+        bad = sorted(k for k in opts if k not in valid)
+        if bad:  # torchdiffeq itself only warns, and ignores them
+            raise ValueError(f"odeint_options {', '.join(map(repr, bad))} are not options of torchdiffeq's "
+                             f"method {method!r}; valid options: {', '.join(sorted(valid))}")
+        if issubclass(SOLVERS[method], FixedGridODESolver) and "step_size" not in opts \
+                and "grid_constructor" not in opts:
+            if method in _MULTISTEP:
+                raise ValueError(f"torchdiffeq's method {method!r} is a fixed-step multistep method: without "
+                                 "odeint_options={'step_size': h} it would restart at every grid interval "
+                                 "(first order); give a step_size")
+            # without a step size torchdiffeq takes ONE step per call: one step per grid interval, so the
+            # grid is the step size (default 100 steps, like sdekit's own fixed-step solvers)
+            self.default_steps = 100
         self.rtol = check_real("rtol", rtol, positive=True)
         self.atol = check_real("atol", atol, nonneg=True)
         self.odeint_options = None if odeint_options is None else dict(odeint_options)
@@ -93,6 +112,26 @@ class TorchdiffeqODE(Solver):
                                          "score_fn there (NaN?) or loosen rtol/atol. The last state is .x_last",
                                          f.steps, f.t_last, None if f.x_last is None else f.x_last.clone()) from None
         return ys[-1], state, None
+
+
+_MULTISTEP = ("explicit_adams", "implicit_adams", "fixed_adams")
+
+
+def _option_names(cls: type) -> set[str]:
+    """The ``odeint_options`` names torchdiffeq's solver class ``cls`` accepts (its and its bases' constructors)."""
+    import inspect
+
+    from torchdiffeq._impl.solvers import FixedGridODESolver
+
+    names = {"norm"}  # read by odeint itself
+    classes = [c for c in cls.__mro__ if "__init__" in vars(c) and c is not object]
+    if cls.__name__.startswith("AdamsBashforth"):  # they pass **kwargs on to the fixed-grid base
+        classes.append(FixedGridODESolver)
+    for c in classes:
+        for p in inspect.signature(c.__init__).parameters.values():
+            if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL):
+                names.add(p.name)
+    return names - {"self", "func", "y0", "rtol", "atol", "dtype", "device"}
 
 
 class _TooManySteps(Exception):
