@@ -152,7 +152,7 @@ def _with_backend(fn: Callable) -> Callable:
 
 
 @_with_backend
-def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
+def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "unipc", *, shape: Sequence[int] | None = None,
           x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
           schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
           device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
@@ -227,7 +227,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     return sol
 
 
-def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
+def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "unipc", *, shape: Sequence[int] | None = None,
            x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
            schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
            device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
@@ -242,6 +242,9 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
             (see :mod:`sdekit.score` for eps-, x0- and v-prediction adapters).
         sde: the forward SDE (:class:`~sdekit.VPSDE`, :class:`~sdekit.VESDE`, ...).
         solver: a registered name (see ``sdekit.solvers.available()``), a solver class or instance.
+            Default ``"unipc"`` (on its ``logsnr`` grid): the best general default by ODE-map error and FD
+            at 5-50 NFE on the tuning split (``benchmarks/tune_defaults.py``); the paper's
+            predictor-corrector sampler is ``"pc"``.
         shape: shape of the batch to draw from the prior (batch first). Or give ``x_T``.
         x_T: the starting state at ``T`` (not modified).
         steps: number of solver steps (default: the solver's ``default_steps``).
