@@ -195,6 +195,37 @@ def best_table(records: list[dict], problem: Problem, budgets: list[int], librar
     return "\n".join(lines)
 
 
+def summary_table(records: list[dict], problems: list, budgets: list[int], metric: str,
+                  deterministic: bool | None = None) -> str:
+    """Per NFE bucket: sdekit's best over the best peer's best, per problem and as a geometric mean.
+
+    ``deterministic``: only deterministic (``True``) or stochastic (``False``) runs; ``None``: all.
+    """
+    def best(rows, lib, b):
+        c = [r[metric] for r in rows if r["bucket"] == b and (r["library"] == "sdekit") == (lib == "sdekit")
+             and math.isfinite(r.get(metric, math.nan))]
+        return min(c) if c else math.nan
+
+    kind = {True: "deterministic", False: "stochastic", None: "all"}[deterministic]
+    lines = [f"### Summary: {METRICS[metric]}, {kind} samplers — sdekit's best / the best peer's best "
+             "(< 1: sdekit ahead)", "", "| NFE ≤ | " + " | ".join(p.name for p in problems) + " | geometric mean |",
+             "|---:|" + "---:|" * (len(problems) + 1)]
+    for b in sorted(budgets):
+        cells, logs = [], []
+        for p in problems:
+            rows = [r for r in seed_means([r for r in records if r["problem"] == p.name])
+                    if deterministic is None or bool(r.get("deterministic")) == deterministic]
+            ours_, peer = best(rows, "sdekit", b), best(rows, "peer", b)
+            if math.isfinite(ours_) and math.isfinite(peer) and peer > 0 and ours_ > 0:
+                cells.append(f"{ours_ / peer:.3g}")
+                logs.append(math.log(ours_ / peer))
+            else:
+                cells.append("—")
+        gm = f"{math.exp(sum(logs) / len(logs)):.3g}" if logs else "—"
+        lines.append(f"| {b} | " + " | ".join(cells) + f" | {gm} |")
+    return "\n".join(lines)
+
+
 def overhead_table(records: list[dict]) -> str:
     lines = ["| library | method | setting | NFE | wall (s) | in model (s) | overhead (ms / NFE) |",
              "|---|---|---|---:|---:|---:|---:|"]
@@ -446,6 +477,11 @@ def report(result: dict, stem: str, *, overhead_samples: int | None = None) -> s
         # in high dimension the full FD of a few thousand samples misranks samplers: plot the projected FD
         projected = any(r["problem"] == p.name and math.isfinite(r.get("fd_proj", float("nan"))) for r in records)
         plot(records, p, budgets, f"{stem}_{p.name}.png", "fd_proj" if projected else "fd")
+    if len(problems) > 1:
+        md += ["## Summary over problems", ""]
+        for metric, det in (("ode", True), ("fd", True), ("fd", False), ("sw2", False)):
+            if any(math.isfinite(r.get(metric, math.nan)) for r in records):
+                md += [summary_table(records, problems, budgets, metric, det), ""]
     if overhead:
         md += [f"## Solver overhead per NFE (wall minus time in the model), {overhead_samples or ''}x64 float32, "
                "VP, ~100 NFE", "", overhead_table(overhead), ""]

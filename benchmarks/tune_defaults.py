@@ -213,6 +213,51 @@ def report(rows: list[dict], args) -> str:
     return "\n".join(md), verdicts
 
 
+#: the defaults before issue 12 (the grid of each solver whose default this sweep changed)
+BEFORE = {"ddim": "logsnr", "dpmpp_2m": "snr_power", "dpmpp_2s": "logsnr", "dpmpp_3m": "snr_power",
+          "unipc": "snr_power", "dpmpp_2m_sde": "snr_power"}
+
+
+def before_after(paths: list[str]) -> str:
+    """Markdown: each changed default's old and new grid per NFE, on every split in ``paths``.
+
+    Deterministic solvers: geometric-mean ODE-map error over the problems, total flips, mean FD;
+    stochastic: mean FD and SW2 (± the s.e. over seeds, averaged over problems).
+    """
+    md = ["# Defaults before and after issue 12", "",
+          "Per NFE: geometric mean over the split's problems of the ODE-map error [total flips over the problems], "
+          "and the mean FD (stochastic solvers: mean FD ± mean seed s.e., mean SW2). Old grid → new grid.", ""]
+    for path in paths:
+        with open(path) as fh:
+            res = json.load(fh)
+        rows, split = res["rows"], res["meta"]["split"]
+        md += [f"## {split} split ({len({r['problem'] for r in rows})} problems)", "",
+               "| solver | old → new grid | " + " | ".join(f"NFE {n}" for n in NFES) + " |",
+               "|---|---|" + "---|" * len(NFES)]
+        for name, old in BEFORE.items():
+            new = sdekit.solvers.resolve(name).default_schedule
+            cells = []
+            for nfe in NFES:
+                parts = []
+                for grid in (old, new):
+                    rs = [r for r in rows if r["label"] == name and r["grid"] == grid and r["nfe"] == nfe]
+                    if not rs:
+                        parts.append("—")
+                        continue
+                    fd = sum(r["fd"] for r in rs) / len(rs)
+                    if rs[0]["kind"] == "ode":
+                        parts.append(f"{_gmean([r['ode'] for r in rs]):.3g} [{sum(r['flips'] for r in rs):.0f}], "
+                                     f"FD {fd:.3g}")
+                    else:
+                        se = sum(r.get("fd_se", 0.0) for r in rs) / len(rs)
+                        sw = sum(r["sw2"] for r in rs) / len(rs)
+                        parts.append(f"FD {fd:.3g} ± {se:.2g}, SW2 {sw:.3g}")
+                cells.append(" → ".join(parts))
+            md.append(f"| {name} | {old} → {new} | " + " | ".join(cells) + " |")
+        md.append("")
+    return "\n".join(md)
+
+
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", choices=("tuning", "heldout"), default="tuning")
@@ -223,7 +268,15 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--ode-seeds", type=int, default=1, help="x_T draws for deterministic solvers")
     ap.add_argument("--only", default=None, help="comma list of solver labels to run (default all)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    ap.add_argument("--before-after", nargs="+", default=None, metavar="JSON",
+                    help="only write tune_defaults-before-after.md from saved sweeps (tuning and heldout)")
     args = ap.parse_args(argv)
+    if args.before_after:
+        md = before_after(args.before_after)
+        with open(os.path.join(args.out, "tune_defaults-before-after.md"), "w") as fh:
+            fh.write(md + "\n")
+        print(md)
+        return {}
     args.indices = [int(i) for i in args.indices.split(",") if i.strip()]
     if args.only:
         keep = set(args.only.split(","))
