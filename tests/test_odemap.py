@@ -114,3 +114,27 @@ def test_splits_are_disjoint_and_explicit():
         mixture_family("test", 0)
     with pytest.raises(ValueError, match="index"):
         mixture_family("heldout", -1)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("index", [4, 5])
+def test_new_defaults_beat_the_old_ones_on_heldout_problems(index):
+    """Issue 12's defaults, chosen on the tuning split, at 10 NFE on two held-out problems (VP and VE)."""
+    from benchmarks.tune_defaults import BEFORE
+    from sdekit.metrics import frechet_to_moments
+
+    sde = sdekit.VPSDE() if index % 2 == 0 else sdekit.VESDE()
+    mix = mixture_family("heldout", index, dim=16)
+    x_T = sde.prior_sample((200, 16), generator=torch.Generator().manual_seed(0))
+    ref = mix.ode_reference(sde, x_T.double(), rtol=1e-7)
+    score = mix.score_fn(sde)
+    for name in ("dpmpp_2m", "dpmpp_3m", "unipc"):
+        old = ode_map_error(sdekit.sample(score, sde, name, x_T=x_T, nfe=10, schedule=BEFORE[name]), ref,
+                            mix.data_std())
+        new = ode_map_error(sdekit.sample(score, sde, name, x_T=x_T, nfe=10), ref, mix.data_std())
+        assert new < 0.9 * old, (name, old, new)
+    # sample()'s default solver against the paper's predictor-corrector sampler (the old default)
+    fd_default = frechet_to_moments(sdekit.sample(score, sde, x_T=x_T, nfe=10), mix.mean(), mix.cov())
+    fd_pc = frechet_to_moments(sdekit.sample(score, sde, "pc", x_T=x_T, nfe=10,
+                                             generator=torch.Generator().manual_seed(1)), mix.mean(), mix.cov())
+    assert fd_default < fd_pc / 10, (fd_default, fd_pc)
