@@ -119,9 +119,10 @@ def seed_means(records: list[dict]) -> list[dict]:
     A configuration counts only if every seed finished with finite samples; its NFE is the largest
     counted over the seeds (adaptive runs may differ from seed to seed).
     """
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["problem"], r["library"], r["method"], r["setting"]), []).append(r)
+    groups: dict[tuple, dict] = {}
+    for r in records:  # one run per seed: a configuration sized alike for two budgets ran twice per seed
+        groups.setdefault((r["problem"], r["library"], r["method"], r["setting"]), {}).setdefault(r.get("seed"), r)
+    groups = {k: list(v.values()) for k, v in groups.items()}
     out = []
     for rs in groups.values():
         ok = all(r["finite"] and math.isfinite(r["fd"]) for r in rs)
