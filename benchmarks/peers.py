@@ -38,11 +38,11 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `benchmarks._peers` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._peers import MODULES  # noqa: E402
+from benchmarks._peers import MODULES, ours  # noqa: E402
 from benchmarks._peers.common import Oracle, Problem, RunSpec, make_problem  # noqa: E402
-from sdekit.metrics import sliced_wasserstein  # noqa: E402
+from sdekit.metrics import mode_flips, ode_map_error, sliced_wasserstein  # noqa: E402
 
-DEFAULT_NFE = [10, 20, 50, 100, 200, 500, 1000]
+DEFAULT_NFE = [5, 6, 8, 10, 15, 20, 50, 100, 200, 500, 1000]
 DEFAULT_TOLS = [1e-2, 1e-3, 1e-4, 1e-5]
 
 
@@ -78,7 +78,8 @@ def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *,
     oracle = Oracle(p)
     seed = p.seed if seed is None else seed
     rec: dict[str, Any] = {"problem": p.name, "library": spec.library, "method": spec.method,
-                           "setting": spec.setting, "budget": spec.budget, "seed": seed}
+                           "setting": spec.setting, "budget": spec.budget, "seed": seed,
+                           "deterministic": spec.deterministic}
     t0 = time.perf_counter()
     try:
         with torch.no_grad():
@@ -87,6 +88,8 @@ def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *,
     except Exception as e:  # noqa: BLE001 - a failing peer is a result, not a crash
         x, err = None, f"{type(e).__name__}: {str(e)[:200]}"
     wall = time.perf_counter() - t0
+    if "pilot_nfe" in spec.extra:  # a grid tuned before the run: its NFE is reported apart from the run's
+        rec["pilot_nfe"] = spec.extra["pilot_nfe"]
     rec.update(nfe=oracle.nfe, wall_s=wall, model_s=oracle.time_in,
                overhead_ms_per_nfe=1e3 * (wall - oracle.time_in) / max(oracle.nfe, 1),
                bucket=bucket_of(oracle.nfe, budgets), error=err)
@@ -99,8 +102,14 @@ def execute(spec: RunSpec, p: Problem, x_T: torch.Tensor, budgets: list[int], *,
         rec["fd"] = p.fd(x)
         rec["sw2"] = sliced_wasserstein(x, p.reference) if sw2 else float("nan")
         rec["fd_proj"] = p.fd_proj(x) if p.fd_proj is not None else float("nan")
+        if spec.deterministic:  # against the float64 PF-ODE solution from the same x_T
+            ref = p.ode_reference(x_T)
+            rec["ode"] = ode_map_error(x, ref.reshape(x.shape), p.mix.data_std())
+            rec["flips"] = mode_flips(p.mix, x, ref.reshape(x.shape))
+        else:
+            rec["ode"] = rec["flips"] = float("nan")
     else:
-        rec["fd"] = rec["sw2"] = rec["fd_proj"] = float("nan")
+        rec["fd"] = rec["sw2"] = rec["fd_proj"] = rec["ode"] = rec["flips"] = float("nan")
     return rec
 
 
@@ -110,9 +119,10 @@ def seed_means(records: list[dict]) -> list[dict]:
     A configuration counts only if every seed finished with finite samples; its NFE is the largest
     counted over the seeds (adaptive runs may differ from seed to seed).
     """
-    groups: dict[tuple, list[dict]] = {}
-    for r in records:
-        groups.setdefault((r["problem"], r["library"], r["method"], r["setting"]), []).append(r)
+    groups: dict[tuple, dict] = {}
+    for r in records:  # one run per seed: a configuration sized alike for two budgets ran twice per seed
+        groups.setdefault((r["problem"], r["library"], r["method"], r["setting"]), {}).setdefault(r.get("seed"), r)
+    groups = {k: list(v.values()) for k, v in groups.items()}
     out = []
     for rs in groups.values():
         ok = all(r["finite"] and math.isfinite(r["fd"]) for r in rs)
@@ -132,13 +142,17 @@ def seed_means(records: list[dict]) -> list[dict]:
     return out
 
 
-#: per-run metrics: Fréchet distance, sliced W2, FD projected to 32 dimensions (d > 256 only)
-METRICS = {"fd": "FD", "sw2": "sliced W2", "fd_proj": "FD in 32 projected dimensions"}
+#: per-run metrics: Fréchet distance, sliced W2, FD projected to 32 dimensions (d > 256 only), and for
+#: deterministic samplers the ODE-map error (RMS distance to the float64 PF-ODE solution from the same
+#: x_T, over the data std) with the number of samples in another mixture component (flips)
+METRICS = {"fd": "FD", "sw2": "sliced W2", "fd_proj": "FD in 32 projected dimensions",
+           "ode": "ODE-map error (deterministic samplers)", "flips": "mode flips"}
 
 
 def floor_of(problem: Problem, metric: str) -> float:
     """The exact-sample floor of ``metric`` (one of :data:`METRICS`) on ``problem``."""
-    return {"fd": problem.floor_fd, "sw2": problem.floor_sw, "fd_proj": problem.floor_fd_proj}[metric]
+    return {"fd": problem.floor_fd, "sw2": problem.floor_sw, "fd_proj": problem.floor_fd_proj,
+            "ode": 0.0}[metric]
 
 
 def best_table(records: list[dict], problem: Problem, budgets: list[int], libraries: list[str],
@@ -149,8 +163,13 @@ def best_table(records: list[dict], problem: Problem, budgets: list[int], librar
     libs = [lib for lib in libraries if any(r["library"] == lib for r in rows)]
     seeds = max((r["seeds"] for r in means), default=1)
     floor = floor_of(problem, metric)
-    lines = [f"### {problem.name}: {METRICS[metric]} ({problem.samples} samples, averaged over {seeds} seed(s) of "
-             f"x_T and noise; exact-sample floor = {floor:.4g})", "",
+    split = getattr(problem, "split", "fixed")
+    where = ("fixed problem `GaussianMixture.random(dim)`, seed 0" if split == "fixed"
+             else f"**{split}** split of `sdekit.testing.mixture_family`")
+    floor_txt = "flips: mean samples in another component than the reference's" if metric == "ode" \
+        else f"exact-sample floor = {floor:.4g}"
+    lines = [f"### {problem.name}: {METRICS[metric]} ({where}; {problem.samples} samples, averaged over {seeds} "
+             f"seed(s) of x_T and noise; {floor_txt})", "",
              "| NFE ≤ | " + " | ".join(libs) + " | sdekit / best peer |",
              "|---:|" + "---|" * len(libs) + "---:|"]
     for b in sorted(budgets):
@@ -163,8 +182,10 @@ def best_table(records: list[dict], problem: Problem, budgets: list[int], librar
             r = min(cand, key=lambda r: r[metric])
             best[lib] = r[metric]
             se = r.get(metric + "_se", float("nan"))
+            flips = f", {r['flips']:.3g} flips" if metric == "ode" and math.isfinite(r.get("flips", math.nan)) else ""
+            pilot = f", pilot {r['pilot_nfe']}" if r.get("pilot_nfe") is not None else ""
             cells.append(f"{r[metric]:.4g}{f' ± {se:.1g}' if math.isfinite(se) else ''} "
-                         f"({r['method']}, {r['setting']}, {r['nfe']})")
+                         f"({r['method']}, {r['setting']}, {r['nfe']}{pilot}{flips})")
         peers = [v for k, v in best.items() if k != "sdekit"]
         ratio = f"{best['sdekit'] / min(peers):.3g}" if "sdekit" in best and peers and min(peers) > 0 else "—"
         lines.append(f"| {b} | " + " | ".join(cells) + f" | {ratio} |")
@@ -172,6 +193,37 @@ def best_table(records: list[dict], problem: Problem, budgets: list[int], librar
                         if r["problem"] == problem.name and not r["finite"] and r.get("error")})
     if nonfinite:
         lines += ["", "Runs that failed or returned NaN/Inf: " + "; ".join(nonfinite)]
+    return "\n".join(lines)
+
+
+def summary_table(records: list[dict], problems: list, budgets: list[int], metric: str,
+                  deterministic: bool | None = None) -> str:
+    """Per NFE bucket: sdekit's best over the best peer's best, per problem and as a geometric mean.
+
+    ``deterministic``: only deterministic (``True``) or stochastic (``False``) runs; ``None``: all.
+    """
+    def best(rows, lib, b):
+        c = [r[metric] for r in rows if r["bucket"] == b and (r["library"] == "sdekit") == (lib == "sdekit")
+             and math.isfinite(r.get(metric, math.nan))]
+        return min(c) if c else math.nan
+
+    kind = {True: "deterministic", False: "stochastic", None: "all"}[deterministic]
+    lines = [f"### Summary: {METRICS[metric]}, {kind} samplers — sdekit's best / the best peer's best "
+             "(< 1: sdekit ahead)", "", "| NFE ≤ | " + " | ".join(p.name for p in problems) + " | geometric mean |",
+             "|---:|" + "---:|" * (len(problems) + 1)]
+    for b in sorted(budgets):
+        cells, logs = [], []
+        for p in problems:
+            rows = [r for r in seed_means([r for r in records if r["problem"] == p.name])
+                    if deterministic is None or bool(r.get("deterministic")) == deterministic]
+            ours_, peer = best(rows, "sdekit", b), best(rows, "peer", b)
+            if math.isfinite(ours_) and math.isfinite(peer) and peer > 0 and ours_ > 0:
+                cells.append(f"{ours_ / peer:.3g}")
+                logs.append(math.log(ours_ / peer))
+            else:
+                cells.append("—")
+        gm = f"{math.exp(sum(logs) / len(logs)):.3g}" if logs else "—"
+        lines.append(f"| {b} | " + " | ".join(cells) + f" | {gm} |")
     return "\n".join(lines)
 
 
@@ -241,9 +293,19 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--quick", action="store_true", help="tiny smoke-test run (2-D, 400 samples, NFE 10,20)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids OpenMP thrash on a shared box)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--seeds", type=int, default=1,
+    ap.add_argument("--split", choices=("tuning", "heldout"), default=None,
+                    help="draw the problems from this split of sdekit.testing.mixture_family (problem item k is "
+                         "family index k of --indices, at the item's dimension); default: the fixed "
+                         "GaussianMixture.random(dim) problems")
+    ap.add_argument("--indices", default=None, help="family indices of the --problems items (default 0,1,2,...)")
+    ap.add_argument("--sdekit", choices=("grids", "defaults"), default="grids",
+                    help="sdekit configurations: every solver on its default and the --schedules grids, or only "
+                         "each solver's defaults (what sample(score, sde, solver) does)")
+    ap.add_argument("--sdekit-config", action="append", default=[], metavar="SOLVER[:SCHEDULE]",
+                    help="add an sdekit configuration (repeatable), e.g. unipc:logsnr")
+    ap.add_argument("--seeds", type=int, default=None,
                     help="run every configuration from this many x_T draws (and noise seeds); tables average FD "
-                         "over them, so that a ranking is not one draw's luck")
+                         "over them, so that a ranking is not one draw's luck (default 3; 1 with --quick)")
     ap.add_argument("--match", default=None,
                     help="run (or, with --render, show) only the configurations whose 'library:method:setting' matches "
                          "this regular expression")
@@ -277,6 +339,7 @@ def main(argv: list[str] | None = None) -> dict:
         args.problems, args.samples = args.problems or "2d-vp,2d-ve", args.samples or 400
         args.nfe, args.tolerances = args.nfe or "10,20", "1e-2"
         args.overhead_samples, args.tag = 400, args.tag or "quick"
+    args.seeds = args.seeds if args.seeds is not None else (1 if args.quick else 3)
     args.problems = args.problems or "2d-vp,2d-ve,64d-vp,64d-ve"
     args.samples = args.samples or 10_000
     args.nfe = args.nfe or ",".join(map(str, DEFAULT_NFE))
@@ -306,8 +369,17 @@ def main(argv: list[str] | None = None) -> dict:
     records: list[dict] = []
     problems: list[Problem] = []
     t_start = time.perf_counter()
-    for dim, sde_name, n in parse_problems(args.problems, args.samples):
-        p = make_problem(dim, sde_name, n, seed=args.seed)
+    items = parse_problems(args.problems, args.samples)
+    indices = [int(i) for i in args.indices.split(",")] if args.indices else list(range(len(items)))
+    if len(indices) != len(items):
+        raise ValueError(f"--indices must give one family index per --problems item, got {len(indices)} for "
+                         f"{len(items)}")
+    for c in args.sdekit_config:
+        solver, _, sched = c.partition(":")
+        ours.EXTRA_CONFIGS.append(ours.Config(solver, sched or None))
+    configs = ours.default_configs(solvers) if args.sdekit == "defaults" else None
+    for (dim, sde_name, n), index in zip(items, indices):
+        p = make_problem(dim, sde_name, n, seed=args.seed, split=args.split, index=index)
         problems.append(p)
         print(f"[peers] {p.name}: {n} samples, floor FD {p.floor_fd:.4g}", file=sys.stderr)
         for k in range(args.seeds):
@@ -318,6 +390,7 @@ def main(argv: list[str] | None = None) -> dict:
                 kw: dict[str, Any] = {"tolerances": tols}
                 if lib == "sdekit":
                     kw["solvers"] = solvers
+                    kw["configs"] = configs
                     if schedules is not None:
                         kw["schedules"] = schedules
                 for spec in mod.specs(p, budgets, **kw):
@@ -326,7 +399,7 @@ def main(argv: list[str] | None = None) -> dict:
                     rec = execute(spec, p, x_T, budgets, seed=seed, sw2=args.sw2)
                     records.append(rec)
                     print(f"[peers] {p.name} s{k} {lib:<12} {spec.method:<22} {spec.setting:<40} "
-                          f"nfe={rec['nfe']:<5} fd={rec['fd']:.4g} wall={rec['wall_s']:.2f}s"
+                          f"nfe={rec['nfe']:<5} fd={rec['fd']:.4g} ode={rec['ode']:.3g} wall={rec['wall_s']:.2f}s"
                           f"{'  ' + rec['error'] if rec['error'] else ''}", file=sys.stderr, flush=True)
 
     overhead: list[dict] = []
@@ -342,10 +415,10 @@ def main(argv: list[str] | None = None) -> dict:
                       file=sys.stderr, flush=True)
 
     meta = {"argv": sys.argv[1:] if argv is None else argv, "budgets": budgets, "tolerances": tols,
-            "seeds": args.seeds,
+            "seeds": args.seeds, "split": args.split or "fixed",
             "libraries": libs, "skipped": skipped, "threads": args.threads, "torch": torch.__version__,
             "elapsed_s": time.perf_counter() - t_start,
-            "problems": [{"name": p.name, "dim": p.dim, "sde": repr(p.sde), "samples": p.samples,
+            "problems": [{"name": p.name, "dim": p.dim, "sde": repr(p.sde), "samples": p.samples, "split": p.split,
                           "floor_fd": p.floor_fd, "floor_sw2": p.floor_sw, "floor_fd_proj": p.floor_fd_proj}
                          for p in problems]}
     result = {"meta": meta, "runs": records, "overhead": overhead}
@@ -383,22 +456,33 @@ def report(result: dict, stem: str, *, overhead_samples: int | None = None) -> s
     """Write ``{stem}.md`` (tables) and ``{stem}_{problem}.png`` (plots) from a run's result; return the markdown."""
     meta, records, overhead = result["meta"], result["runs"], result.get("overhead", [])
     budgets, libs = meta["budgets"], meta["libraries"]
-    problems = [SimpleNamespace(**{"floor_fd_proj": float("nan"), **q}) for q in meta["problems"]]
+    problems = [SimpleNamespace(**{"floor_fd_proj": float("nan"), "split": "fixed", **q}) for q in meta["problems"]]
     for q in problems:
         q.floor_sw = q.floor_sw2
+    splits = sorted({q.get("split", "fixed") for q in meta["problems"]})
     md = ["# sdekit vs peers: best Fréchet distance per library per NFE bucket", "",
+          "Problems from: " + ", ".join("the fixed `GaussianMixture.random(dim)` problems (seed 0, which the "
+                                        "pre-issue-12 defaults were tuned on)" if s == "fixed" else
+                                        f"the **{s}** split of `sdekit.testing.mixture_family`"
+                                        + (" (never used to choose defaults)" if s == "heldout" else "")
+                                        for s in splits) + ".", "",
           "Cell: best value (method, setting, counted NFE) among configurations with counted NFE ≤ the bucket and > "
           "the previous bucket; each configuration's value is its mean over the seeds, ± the standard error of "
           "that mean when there are several (every run of a problem and seed starts from the same x_T). "
           "Wall-clock numbers come from a 2-core CPU box, one torch thread.", ""]
     for p in problems:
         md += [best_table(records, p, budgets, libs), ""]
-        for metric in ("fd_proj", "sw2"):  # the extra tables, where that metric was computed
+        for metric in ("ode", "fd_proj", "sw2"):  # the extra tables, where that metric was computed
             if any(r["problem"] == p.name and math.isfinite(r.get(metric, float("nan"))) for r in records):
                 md += [best_table(records, p, budgets, libs, metric), ""]
         # in high dimension the full FD of a few thousand samples misranks samplers: plot the projected FD
         projected = any(r["problem"] == p.name and math.isfinite(r.get("fd_proj", float("nan"))) for r in records)
         plot(records, p, budgets, f"{stem}_{p.name}.png", "fd_proj" if projected else "fd")
+    if len(problems) > 1:
+        md += ["## Summary over problems", ""]
+        for metric, det in (("ode", True), ("fd", True), ("fd", False), ("sw2", False)):
+            if any(math.isfinite(r.get(metric, math.nan)) for r in records):
+                md += [summary_table(records, problems, budgets, metric, det), ""]
     if overhead:
         md += [f"## Solver overhead per NFE (wall minus time in the model), {overhead_samples or ''}x64 float32, "
                "VP, ~100 NFE", "", overhead_table(overhead), ""]

@@ -52,6 +52,7 @@ from torch import Tensor
 
 from ._utils import check_int
 from .process import ScoreFn
+from .sampling import DEFAULT_SOLVER
 from .sampling import sample as _sample
 from .sde import SDE
 from .seeding import check_seed
@@ -290,7 +291,7 @@ def sample(score_fn: ScoreFn, sde: SDE, *, n: int, sample_shape: Sequence[int], 
         raise TypeError(f"sdekit.distributed.sample sets {', '.join(bad)} itself; do not pass "
                         f"{'it' if len(bad) == 1 else 'them'} in sample_options")
     opts = dict(sample_options)
-    solver = opts.pop("solver", "pc")
+    solver = opts.pop("solver", DEFAULT_SOLVER)
     rank, world = _rank_world()
     if opts.get("device") is None:
         opts["device"] = _default_device(rank)

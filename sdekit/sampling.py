@@ -21,7 +21,11 @@ from .solvers.adaptive import check_tolerances
 from .solvers.base import Solver, resolve
 from .solvers.conditioned import Conditioned
 
-__all__ = ["sample", "solve", "steps_for_nfe"]
+__all__ = ["sample", "solve", "steps_for_nfe", "DEFAULT_SOLVER"]
+
+#: the solver of :func:`sample`, :func:`solve` and :func:`sdekit.distributed.sample` when none is named
+#: (chosen on the tuning split of :func:`sdekit.testing.mixture_family`; see ``docs/choosing.md``)
+DEFAULT_SOLVER = "unipc"
 
 
 def steps_for_nfe(solver: Solver, nfe: int, *, denoise: bool) -> int:
@@ -156,11 +160,12 @@ def _with_backend(fn: Callable) -> Callable:
 
 
 @_with_backend
-def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
-          x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
-          schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
-          device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
-          progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
+def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOLVER, *,
+          shape: Sequence[int] | None = None, x_T: Tensor | None = None, steps: int | None = None,
+          nfe: int | None = None, schedule: Schedule | None = None, eps: float | None = None,
+          generator: torch.Generator | None = None, device: torch.device | str | None = None,
+          dtype: torch.dtype | None = None, denoise: bool = True, progress: bool = False,
+          callback: Callable[[StepInfo], Any] | None = None,
           noise: NoiseSource | None = None, save_at: Sequence[float] | str | None = None,
           check_finite: bool = True, seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
           condition: Any = None, backend: str | None = None, compile: bool | dict = False,
@@ -244,11 +249,12 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     return sol
 
 
-def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, shape: Sequence[int] | None = None,
-           x_T: Tensor | None = None, steps: int | None = None, nfe: int | None = None,
-           schedule: Schedule | None = None, eps: float | None = None, generator: torch.Generator | None = None,
-           device: torch.device | str | None = None, dtype: torch.dtype | None = None, denoise: bool = True,
-           progress: bool = False, callback: Callable[[StepInfo], Any] | None = None,
+def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOLVER, *,
+           shape: Sequence[int] | None = None, x_T: Tensor | None = None, steps: int | None = None,
+           nfe: int | None = None, schedule: Schedule | None = None, eps: float | None = None,
+           generator: torch.Generator | None = None, device: torch.device | str | None = None,
+           dtype: torch.dtype | None = None, denoise: bool = True, progress: bool = False,
+           callback: Callable[[StepInfo], Any] | None = None,
            seed: int | None = None, indices: Sequence[int] | Tensor | None = None,
            condition: Any = None, backend: str | None = None, compile: bool | dict = False,
            noise: NoiseSource | None = None, **solver_options: Any) -> Tensor:
@@ -259,6 +265,9 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
             (see :mod:`sdekit.score` for eps-, x0- and v-prediction adapters).
         sde: the forward SDE (:class:`~sdekit.VPSDE`, :class:`~sdekit.VESDE`, ...).
         solver: a registered name (see ``sdekit.solvers.available()``), a solver class or instance.
+            Default ``"unipc"`` (on its ``logsnr`` grid): the best general default by ODE-map error and FD
+            at 5-50 NFE on the tuning split (``benchmarks/tune_defaults.py``); the paper's
+            predictor-corrector sampler is ``"pc"``.
         shape: shape of the batch to draw from the prior (batch first). Or give ``x_T``.
         x_T: the starting state at ``T`` (not modified).
         steps: number of solver steps (default: the solver's ``default_steps``).

@@ -18,7 +18,7 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["GaussianMixture", "convergence_slope"]
+__all__ = ["GaussianMixture", "convergence_slope", "SPLITS", "random_problem", "mixture_family", "split_of"]
 
 
 def _softmax_rows(logits: Tensor) -> Tensor:
@@ -228,6 +228,94 @@ class GaussianMixture:
         xf = x_T.to(torch.float64)
         return (a[1] * mu + v1 * (xf - a[0] * mu) / v0).to(x_T.dtype)
 
+    def data_std(self) -> float:
+        """The data's RMS standard deviation per coordinate, ``sqrt(tr Cov / dim)`` (the ODE-map error's unit)."""
+        mu, s = self._flat(self.means), self._flat(self.stds)
+        w = self.weights[:, None]
+        var = (w * (mu * mu + s * s)).sum(0) - self.mean() ** 2
+        return float(torch.sqrt(var.clamp(min=0).mean()))
+
+    def ode_reference(self, sde: SDE, x_T: Tensor, *, eps: float | None = None, T: float | None = None,
+                      denoise: bool = True, rtol: float = 1e-9, max_steps: int = 4096) -> Tensor:
+        """The converged float64 probability-flow ODE solution from ``x_T`` (at ``T``) to ``eps``.
+
+        The reference every deterministic sampler's output is compared with (the ODE-map error,
+        :func:`sdekit.metrics.ode_map_error`): same start, same end time, and with ``denoise=True``
+        the same final denoising jump ``(x + sigma^2 s) / alpha`` at ``eps`` that ``sdekit.sample``
+        takes by default.
+
+        The ODE is integrated as Karras et al.'s ``d x~ / d ln s~ = x~ - D(x~)`` in the scaled state
+        ``x~ = x / alpha`` against ``ln s~ = -lambda`` (``s~ = sigma / alpha``), where its Jacobian has
+        eigenvalues in ``[0, 1]`` within a component: non-stiff from pure noise down to a 1% component
+        std. Classic RK4 on a uniform grid in ``ln s~`` with ``n = 32, 64, ...`` steps (each a refinement
+        of the last), until the Richardson estimate of the error, ``|x_n - x_{n/2}| / 15`` in RMS over
+        the batch, is below ``rtol`` times the RMS of ``x_n``; the result is the extrapolated
+        ``x_n + (x_n - x_{n/2}) / 15``. Cost: about ``8 n`` score evaluations in float64.
+
+        Args:
+            sde: the forward SDE the score belongs to.
+            x_T: the prior draws, ``(batch, *event_shape)``.
+            eps: the end time (default ``sde.eps``); T: the start time (default ``sde.T``).
+            denoise: finish with the denoising jump at ``eps`` (as ``sdekit.sample(..., denoise=True)``).
+            rtol: target relative accuracy of the end point.
+            max_steps: the largest RK4 step count tried before giving up with a ``RuntimeError``.
+
+        Returns:
+            The end points in float64, ``x_T``'s shape and device.
+        """
+        if not isinstance(sde, SDE):
+            raise TypeError(f"sde must be an sdekit.SDE, got {type(sde).__name__}")
+        if not isinstance(x_T, Tensor):
+            raise TypeError(f"x_T must be a tensor, got {type(x_T).__name__}")
+        if x_T.ndim < 1 or tuple(x_T.shape[1:]) != self.event_shape:
+            raise ValueError(f"x_T must have shape (batch, *{self.event_shape}), got {tuple(x_T.shape)}")
+        if not isinstance(denoise, bool):
+            raise TypeError(f"denoise must be a bool, got {type(denoise).__name__}")
+        rtol = check_real("rtol", rtol, positive=True)
+        max_steps = check_int("max_steps", max_steps, minimum=32)
+        e = sde.eps if eps is None else check_real("eps", eps, positive=True)
+        t_end = sde.T if T is None else check_real("T", T, positive=True)
+        if not e < t_end:
+            raise ValueError(f"eps must be < T, got eps={e} and T={t_end}")
+        lam_T, lam_e = (float(v) for v in sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64)))
+        y0 = x_T.to(torch.float64) / float(sde.alpha(torch.tensor([t_end], dtype=torch.float64)))
+
+        def denoiser(y: Tensor, lam: float) -> Tensor:
+            t = sde.t_from_log_snr(torch.tensor([lam], dtype=torch.float64))
+            a, s = float(sde.alpha(t)), float(sde.sigma(t))
+            x = a * y
+            return (x + s * s * self.score(x, t.expand(x.shape[0]), sde, matmul=True)) / a
+
+        def rk4(n: int) -> Tensor:
+            # u = ln s~ = -lambda runs from -lam_T down to -lam_e; dy/du = y - D(y)
+            us = torch.linspace(-lam_T, -lam_e, n + 1, dtype=torch.float64).tolist()
+            y = y0.clone()
+            for u0, u1 in zip(us[:-1], us[1:]):
+                h = u1 - u0
+                k1 = y - denoiser(y, -u0)
+                y2 = y + 0.5 * h * k1
+                k2 = y2 - denoiser(y2, -(u0 + 0.5 * h))
+                y3 = y + 0.5 * h * k2
+                k3 = y3 - denoiser(y3, -(u0 + 0.5 * h))
+                y4 = y + h * k3
+                k4 = y4 - denoiser(y4, -u1)
+                y = y + (h / 6) * (k1 + 2 * k2 + 2 * k3 + k4)
+            return y
+
+        n, prev = 32, rk4(16)
+        while True:
+            cur = rk4(n)
+            diff = (cur - prev) / 15
+            if float(diff.pow(2).mean().sqrt()) <= rtol * float(cur.pow(2).mean().sqrt()):
+                y = cur + diff
+                break
+            if 2 * n > max_steps:
+                raise RuntimeError(f"ode_reference did not reach rtol={rtol:g} within {max_steps} RK4 steps")
+            n, prev = 2 * n, cur
+        if denoise:
+            return denoiser(y, lam_e)
+        return y * float(sde.alpha(torch.tensor([e], dtype=torch.float64)))
+
     def __repr__(self) -> str:
         return f"GaussianMixture(K={self.means.shape[0]}, event_shape={self.event_shape})"
 
@@ -244,3 +332,85 @@ def convergence_slope(steps: Sequence[float], errors: Sequence[float]) -> float:
     le = torch.log(torch.tensor(list(errors), dtype=torch.float64))
     a = torch.stack([lh, torch.ones_like(lh)], 1)
     return float(torch.linalg.lstsq(a, le[:, None]).solution[0])
+
+
+# -- held-out problem families ---------------------------------------------------------------
+
+#: the disjoint seed splits of :func:`mixture_family`: problem ``index`` of a split has seed
+#: ``2 * index`` (tuning: defaults are chosen on these) or ``2 * index + 1`` (heldout: tables are
+#: reported on these, never tuned on).
+SPLITS = ("tuning", "heldout")
+
+
+def split_of(seed: int) -> str:
+    """The split a :func:`random_problem` seed belongs to (even: ``"tuning"``, odd: ``"heldout"``)."""
+    return SPLITS[check_int("seed", seed, minimum=0) % 2]
+
+
+def _log_uniform(g: torch.Generator, lo: float, hi: float) -> float:
+    return math.exp(math.log(lo) + (math.log(hi) - math.log(lo)) * float(torch.rand((), generator=g,
+                                                                                    dtype=torch.float64)))
+
+
+def random_problem(seed: int, *, dim: int | None = None, components: int | None = None) -> GaussianMixture:
+    """A seeded random mixture from the family the defaults are tuned and reported on.
+
+    Drawn from ``seed`` (the same mixture for the same seed and options, on every machine):
+
+    - dimension log-uniform in ``[2, 3072]`` (unless ``dim`` is given), components log-uniform in
+      ``[2, 50]`` (unless ``components`` is given);
+    - imbalanced weights: log-normal with a log-std drawn in ``[0, 1.5]``;
+    - means ``N(0, diag(a^2))`` with anisotropic per-dimension scales ``a_d = exp(c N(0, 1))``,
+      ``c`` in ``[0, 1]``, then centred and scaled so the RMS spread of the means per coordinate is
+      an overall data scale drawn log-uniform in ``[0.5, 2]``;
+    - within-component stds: a per-component level log-uniform in ``[0.01, 0.5]`` times the spread,
+      times per-dimension factors in ``[0.5, 2]`` (anisotropic), never below 1% of the spread.
+
+    The other draws do not depend on ``dim``/``components``, which only replace their own draw, so
+    fixing the dimension for a benchmark keeps each seed's other properties.
+
+    Use :func:`mixture_family` to pick problems by split: even seeds are the tuning split, odd seeds
+    the held-out split (:func:`split_of`).
+    """
+    seed = check_int("seed", seed, minimum=0)
+    g = torch.Generator().manual_seed(1_000_003 * seed + 12345)
+    d_draw = int(round(_log_uniform(g, 2, 3072)))
+    k_draw = int(round(_log_uniform(g, 2, 50)))
+    w_spread = 1.5 * float(torch.rand((), generator=g, dtype=torch.float64))
+    aniso = float(torch.rand((), generator=g, dtype=torch.float64))
+    scale = _log_uniform(g, 0.5, 2.0)
+    d = d_draw if dim is None else check_int("dim", dim, minimum=1)
+    k = k_draw if components is None else check_int("components", components, minimum=1)
+    # tensor draws from their own streams, so a fixed dim/components leaves the others unchanged
+    gw = torch.Generator().manual_seed(1_000_003 * seed + 1)
+    gm = torch.Generator().manual_seed(1_000_003 * seed + 2)
+    gs = torch.Generator().manual_seed(1_000_003 * seed + 3)
+    w = torch.exp(w_spread * torch.randn(k, generator=gw, dtype=torch.float64))
+    a = torch.exp(aniso * torch.randn(d, generator=gm, dtype=torch.float64))
+    mu = torch.randn(k, d, generator=gm, dtype=torch.float64) * a
+    mu = mu - (w[:, None] * mu).sum(0) / w.sum() if k > 1 else mu
+    spread = float(mu.pow(2).mean().sqrt()) if k > 1 else 1.0
+    mu = mu * (scale / spread)
+    level = torch.exp(math.log(0.01) + (math.log(0.5) - math.log(0.01)) * torch.rand(k, 1, generator=gs,
+                                                                                   dtype=torch.float64))
+    per_dim = torch.exp(math.log(2.0) * (2 * torch.rand(k, d, generator=gs, dtype=torch.float64) - 1))
+    stds = torch.clamp(level * per_dim, min=0.01) * scale
+    return GaussianMixture(w, mu, stds)
+
+
+def mixture_family(split: str, index: int, *, dim: int | None = None,
+                   components: int | None = None) -> GaussianMixture:
+    """Problem ``index`` of a split of :func:`random_problem`'s family.
+
+    Args:
+        split: ``"tuning"`` (seeds ``0, 2, 4, ...``: choose defaults on these) or ``"heldout"``
+            (seeds ``1, 3, 5, ...``: report on these only). The splits never share a seed.
+        index: ``0, 1, 2, ...`` within the split.
+        dim, components: override the drawn dimension / number of components (see :func:`random_problem`).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    index = check_int("index", index, minimum=0)
+    return random_problem(2 * index + SPLITS.index(split), dim=dim, components=components)
+
+

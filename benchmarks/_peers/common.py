@@ -18,7 +18,7 @@ from torch import Tensor
 
 import sdekit
 from sdekit.metrics import frechet_to_moments, moments, sliced_wasserstein
-from sdekit.testing import GaussianMixture
+from sdekit.testing import GaussianMixture, mixture_family
 
 __all__ = ["Problem", "Oracle", "RunSpec", "make_problem", "steps_for", "CachedFrechet", "ProjectedFrechet"]
 
@@ -84,6 +84,17 @@ class Problem:
     fd_proj: ProjectedFrechet | None = None  # FD in 32 dimensions (problems with d > 256)
     floor_fd_proj: float = float("nan")
     score: Callable[[Tensor, Tensor], Tensor] = field(default=None, repr=False)  # type: ignore[assignment]
+    #: where the mixture comes from: "fixed" (``GaussianMixture.random(dim)``, seed 0: the problems the
+    #: pre-issue-12 defaults were tuned on) or a split of ``sdekit.testing.mixture_family``
+    split: str = "fixed"
+    _refs: dict = field(default_factory=dict, repr=False)
+
+    def ode_reference(self, x_T: Tensor) -> Tensor:
+        """The float64 PF-ODE solution from ``x_T`` (denoising jump included), cached per draw."""
+        key = (x_T.shape, float(x_T.double().sum()), float(x_T.double().pow(2).sum()))
+        if key not in self._refs:
+            self._refs[key] = self.mix.ode_reference(self.sde, x_T.to(torch.float64), rtol=1e-8)
+        return self._refs[key]
 
     def x_T(self, seed: int | None = None) -> Tensor:
         g = torch.Generator().manual_seed(self.seed if seed is None else seed)
@@ -98,19 +109,29 @@ class Problem:
         return float(ends[0]), float(ends[1])
 
 
-def make_problem(dim: int, sde_name: str, samples: int, *, seed: int = 0, floor_repeats: int = 3) -> Problem:
-    """The benchmark problem ``{dim}d-{vp|ve}``: ``GaussianMixture.random(dim)`` (seed 0) under a default SDE."""
+def make_problem(dim: int, sde_name: str, samples: int, *, seed: int = 0, floor_repeats: int = 3,
+                 split: str | None = None, index: int = 0) -> Problem:
+    """The benchmark problem ``{dim}d-{vp|ve}`` under a default SDE.
+
+    The mixture is ``GaussianMixture.random(dim)`` (seed 0) without ``split``, else
+    ``sdekit.testing.mixture_family(split, index, dim=dim)`` (named ``{split}{index}-{dim}d-K{K}-{sde}``).
+    """
     if sde_name == "vp":
         sde: sdekit.SDE = sdekit.VPSDE()
     elif sde_name == "ve":
         sde = sdekit.VESDE()
     else:
         raise ValueError(f"sde must be 'vp' or 've', got {sde_name!r}")
-    mix = GaussianMixture.random(dim, generator=torch.Generator().manual_seed(0))
+    if split is None:
+        mix = GaussianMixture.random(dim, generator=torch.Generator().manual_seed(0))
+        name = f"{dim}d-{sde_name}"
+    else:
+        mix = mixture_family(split, index, dim=dim)
+        name = f"{split}{index}-{dim}d-K{mix.means.shape[0]}-{sde_name}"
     fd = CachedFrechet(mix.mean(), mix.cov())
     g = torch.Generator().manual_seed(10_000 + seed)
     ref = mix.sample(samples, generator=g)
-    p = Problem(f"{dim}d-{sde_name}", dim, sde_name, sde, mix, samples, seed, fd, ref)
+    p = Problem(name, dim, sde_name, sde, mix, samples, seed, fd, ref, split=split or "fixed")
     if dim > 256:
         p.fd_proj = ProjectedFrechet(mix)
     fds, sws, fps = [], [], []
@@ -199,6 +220,8 @@ class RunSpec:
     budget: int | None
     run: Callable[[Oracle, Tensor, int], Tensor]
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the same x_T always gives the same output (an ODE sampler): ranked by the ODE-map error too
+    deterministic: bool = False
 
 
 def steps_for(budget: int, nfe_per_step: int, extra: int = 0) -> int:

@@ -98,7 +98,8 @@ def specs(p: Problem, budgets: list[int], **_) -> list[RunSpec]:
             def run(oracle, x_T, seed, cls_name=cls_name, overrides=overrides, n=n):
                 return _run_scheduler(cls_name, overrides, n, p, betas, oracle, x_T, seed)
 
-            out.append(RunSpec(LIBRARY, label, f"{setting} n={n}", budget, run))
+            out.append(RunSpec(LIBRARY, label, f"{setting} n={n}", budget, run,
+                               deterministic=not overrides.get("algorithm_type", "").startswith("sde")))
     return out
 
 

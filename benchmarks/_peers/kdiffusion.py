@@ -126,7 +126,8 @@ def specs(p: Problem, budgets: list[int], *, tolerances: list[float]) -> list[Ru
                                                                          float(sig.max()), seed=seed + 1)
                     return getattr(K, fname)(oracle.denoiser, x_T / aT, sig, **kw)
 
-                out.append(RunSpec(LIBRARY, fname.removeprefix("sample_"), f"{sched} n={n}", budget, run))
+                out.append(RunSpec(LIBRARY, fname.removeprefix("sample_"), f"{sched} n={n}", budget, run,
+                                   deterministic=not stochastic))
     for tol in tolerances:
         for order in (2, 3):
             def run_a(oracle: Oracle, x_T: torch.Tensor, seed: int, tol=tol, order=order) -> torch.Tensor:
@@ -134,7 +135,8 @@ def specs(p: Problem, budgets: list[int], *, tolerances: list[float]) -> list[Ru
                                           disable=True)
                 return oracle.denoiser(x, torch.full((x.shape[0],), smin))  # finish at sigma=0 like the others
 
-            out.append(RunSpec(LIBRARY, f"dpm_adaptive{order}", f"rtol=atol={tol:g} +denoise", None, run_a))
+            out.append(RunSpec(LIBRARY, f"dpm_adaptive{order}", f"rtol=atol={tol:g} +denoise", None, run_a,
+                               deterministic=True))
     return out
 
 

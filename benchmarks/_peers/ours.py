@@ -1,16 +1,22 @@
 """Every sdekit solver in ``sdekit.solvers.available()`` (correctors and the ``torchdiffeq`` bridge excluded),
 picked up from the registry.
 
-Fixed-step solvers run at each NFE budget (``nfe=`` sizing, Tweedie denoising included) on
-their default schedule and on the log-SNR, Karras and uniform grids; adaptive solvers run at
-each tolerance (``rtol = atol``) when their constructor takes ``rtol``/``atol``.
+Fixed-step solvers run as a list of :class:`Config` (solver, grid, options) at each NFE budget
+(``nfe=`` sizing, Tweedie denoising included): by default each solver on its default schedule
+and on the log-SNR, Karras and uniform grids (:func:`grid_configs`), or only its defaults
+(:func:`default_configs`, ``peers.py --sdekit defaults``); :data:`EXTRA_CONFIGS` are added to
+either. Adaptive solvers run at each tolerance (``rtol = atol``) when their constructor takes
+``rtol``/``atol``.
 """
 
 from __future__ import annotations
 
 import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 import torch
+from torch import Tensor
 
 import sdekit
 
@@ -35,8 +41,82 @@ def _params(name: str) -> set[str]:
     return set(inspect.signature(type(sdekit.solvers.resolve(name)).__init__).parameters) - {"self"}
 
 
+@dataclass
+class Config:
+    """One sdekit configuration of the peers benchmark: a solver, its grid and options.
+
+    Args:
+        solver: a registered solver name.
+        schedule: a grid name, ``None`` for the solver's ``default_schedule``, or a callable
+            ``(problem, budget, solver) -> (grid, pilot_nfe)`` run BEFORE the counted run (with the
+            problem's uncounted score ``problem.score``), for grids tuned per model such as
+            ``schedule="auto"``: the run's NFE stays the sampler's, ``pilot_nfe`` is recorded beside it.
+        options: solver constructor options (``eta=0.5``...).
+        label: the table's setting text (default: the grid's name and the options).
+    """
+
+    solver: str
+    schedule: str | Callable[..., tuple[Tensor, int]] | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+
+#: configurations every run adds to the generated ones (``ours.EXTRA_CONFIGS.append(Config(...))``,
+#: or ``--sdekit-config solver[:schedule]`` on the command line)
+EXTRA_CONFIGS: list[Config] = []
+
+
+def default_configs(solvers: list[str] | None = None) -> list[Config]:
+    """Each fixed-step solver (or those in ``solvers``) with its defaults: what ``sample(..., solver)`` does."""
+    return [Config(i.name) for i in sdekit.solvers.available()
+            if i.kind != "corrector" and i.name not in BRIDGES and not i.adaptive
+            and (solvers is None or i.name in solvers)]
+
+
+def grid_configs(solvers: list[str] | None = None, schedules: tuple[str, ...] = SCHEDULES) -> list[Config]:
+    """Each fixed-step solver on its default grid and on each of ``schedules``."""
+    out = []
+    for c in default_configs(solvers):
+        out.append(c)
+        default = sdekit.solvers.resolve(c.solver).default_schedule
+        out += [Config(c.solver, s) for s in schedules if s != default]
+    return out
+
+
+def config_specs(p: Problem, budgets: list[int], configs: list[Config]) -> list[RunSpec]:
+    """RunSpecs of ``configs`` at each budget (``nfe=`` sizing, Tweedie denoising included)."""
+    out = []
+    for c in configs:
+        solver = sdekit.solvers.resolve(c.solver, **c.options)
+        opts = "".join(f" {k}={v}" for k, v in c.options.items())
+        for budget in budgets:
+            try:
+                steps = sdekit.steps_for_nfe(solver, budget, denoise=True)
+            except ValueError:
+                continue
+            if callable(c.schedule):
+                name = c.label or getattr(c.schedule, "__name__", "custom")
+            else:
+                name = c.label or (c.schedule or solver.default_schedule) + opts
+            extra: dict[str, Any] = {"config": c}
+
+            def run(oracle, x_T, seed, c=c, budget=budget, extra=extra):
+                sched = c.schedule
+                if callable(sched):
+                    sched, extra["pilot_nfe"] = sched(p, budget, sdekit.solvers.resolve(c.solver, **c.options))
+                g = torch.Generator().manual_seed(seed + 1)
+                return sdekit.sample(oracle.score, p.sde, c.solver, x_T=x_T, nfe=budget, schedule=sched,
+                                     generator=g, **c.options)
+
+            out.append(RunSpec(LIBRARY, c.solver, f"{name} steps={steps}", budget, run, extra,
+                               deterministic=not solver.stochastic))
+    return out
+
+
 def specs(p: Problem, budgets: list[int], *, tolerances: list[float], solvers: list[str] | None = None,
-          schedules: tuple[str, ...] = SCHEDULES) -> list[RunSpec]:
+          schedules: tuple[str, ...] = SCHEDULES, configs: list[Config] | None = None) -> list[RunSpec]:
+    """Adaptive solvers at each tolerance, then ``configs`` (default: :func:`grid_configs`) and
+    :data:`EXTRA_CONFIGS` at each budget."""
     out = []
     for info in sdekit.solvers.available():
         if info.kind == "corrector" or info.name in BRIDGES or (solvers is not None and info.name not in solvers):
@@ -51,24 +131,11 @@ def specs(p: Problem, budgets: list[int], *, tolerances: list[float], solvers: l
                     g = torch.Generator().manual_seed(seed + 1)
                     return sdekit.sample(oracle.score, p.sde, name, x_T=x_T, generator=g, rtol=tol, atol=tol)
 
-                out.append(RunSpec(LIBRARY, name, f"rtol=atol={tol:g}", None, run_a))
-            continue
-        solver = sdekit.solvers.resolve(name)
-        scheds = [solver.default_schedule] + [s for s in schedules if s != solver.default_schedule]
-        for sched in scheds:
-            for budget in budgets:
-                try:
-                    steps = sdekit.steps_for_nfe(solver, budget, denoise=True)
-                except ValueError:
-                    continue
-
-                def run(oracle, x_T, seed, name=name, sched=sched, budget=budget):
-                    g = torch.Generator().manual_seed(seed + 1)
-                    return sdekit.sample(oracle.score, p.sde, name, x_T=x_T, nfe=budget, schedule=sched,
-                                         generator=g)
-
-                out.append(RunSpec(LIBRARY, name, f"{sched} steps={steps}", budget, run))
-    return out
+                out.append(RunSpec(LIBRARY, name, f"rtol=atol={tol:g}", None, run_a,
+                                   deterministic=not sdekit.solvers.resolve(name).stochastic))
+    if configs is None:
+        configs = grid_configs(solvers, schedules)
+    return out + config_specs(p, budgets, list(configs) + EXTRA_CONFIGS)
 
 
 def overhead_specs(p: Problem, nfe: int) -> list[RunSpec]:

@@ -44,7 +44,8 @@ def _solve(p: Problem, oracle: Oracle, x_T: torch.Tensor, tol: float, method: st
 def specs(p: Problem, budgets: list[int], *, tolerances: list[float]) -> list[RunSpec]:
     tols = sorted(set(tolerances) | {1e-5}, reverse=True)
     return [RunSpec(LIBRARY, "RK45", f"rtol=atol={tol:g} +denoise", None,
-                    lambda oracle, x_T, seed, tol=tol: _solve(p, oracle, x_T, tol)) for tol in tols]
+                    lambda oracle, x_T, seed, tol=tol: _solve(p, oracle, x_T, tol), deterministic=True)
+            for tol in tols]
 
 
 def overhead_specs(p: Problem, nfe: int) -> list[RunSpec]:

@@ -60,13 +60,13 @@ def specs(p: Problem, budgets: list[int], *, tolerances: list[float]) -> list[Ru
                 def run(oracle, x_T, seed, method=method, grid=grid):
                     return _solve(p, oracle, x_T, method, grid=grid)
 
-                out.append(RunSpec(LIBRARY, method, f"{sched} n={n} +denoise", budget, run))
+                out.append(RunSpec(LIBRARY, method, f"{sched} n={n} +denoise", budget, run, deterministic=True))
     for method in ADAPTIVE:
         for tol in tolerances:
             def run_a(oracle, x_T, seed, method=method, tol=tol):
                 return _solve(p, oracle, x_T, method, tol=tol)
 
-            out.append(RunSpec(LIBRARY, method, f"rtol=atol={tol:g} +denoise", None, run_a))
+            out.append(RunSpec(LIBRARY, method, f"rtol=atol={tol:g} +denoise", None, run_a, deterministic=True))
     return out
 
 

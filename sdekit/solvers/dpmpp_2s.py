@@ -28,7 +28,7 @@ class DPMPP2S(Solver):
     lam = 0.0
     nfe_per_step = 2
     needs_sde = True
-    default_schedule = "logsnr"
+    default_schedule = "karras"  # chosen on the tuning split: benchmarks/tune_defaults.py (issue 12)
     default_steps = 10
     needs_finite_log_snr = True  # the stage sits at lambda_0 + r h: undefined from pure noise
 

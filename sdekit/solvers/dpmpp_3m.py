@@ -31,7 +31,7 @@ class DPMPP3M(ExponentialMultistep):
     stochastic = False
     lam = 0.0
     max_order = 3
-    default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
+    default_schedule = "logsnr"  # chosen on the tuning split: benchmarks/tune_defaults.py (issue 12)
 
     def __init__(self, *, lower_order_final: bool = False,
                  solver_type: str = "heun", third_order: str = "exact") -> None:

@@ -27,7 +27,7 @@ class DPMPP3MSDE(ExponentialMultistep):
     order = 1.0
     weak_order = 3.0
     max_order = 3
-    default_schedule = "snr_power"  # tuned: benchmarks/exponential_fd.py
+    default_schedule = "snr_power"  # chosen on the tuning split: benchmarks/tune_defaults.py (issue 12)
 
     def __init__(self, eta: float = 1.0, *, lower_order_final: bool = False,
                  solver_type: str = "heun", third_order: str = "exact") -> None:
