@@ -6,7 +6,7 @@ Every schedule returns a strictly decreasing 1-D tensor of ``steps + 1`` times w
 
 from __future__ import annotations
 
-from typing import Callable, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -14,7 +14,8 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "SCHEDULES", "Schedule"]
+__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "tune", "resolve_auto", "SCHEDULES",
+           "Schedule"]
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
@@ -123,3 +124,181 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
         raise ValueError(f"schedule must start at or below sde.T={sde.T} (where the prior lives), "
                          f"got {float(grid[0])}")
     return grid
+
+
+# ------------------------------------------------------------------ schedule="auto": a grid tuned per model
+
+_TUNED: dict[tuple, tuple[Any, Tensor, int, dict]] = {}
+
+
+def _sde_key(sde: SDE) -> tuple:
+    return (type(sde).__qualname__, repr(sde), tuple(sorted((k, repr(v)) for k, v in vars(sde).items())))
+
+
+def _solver_key(solver: Any) -> tuple:
+    return (type(solver).__qualname__, tuple(sorted((k, repr(v)) for k, v in vars(solver).items())))
+
+
+def _lam_grid(sde: SDE, lam: Tensor, t_end: float, e: float) -> Tensor:
+    return _pin(sde.t_from_log_snr(lam), t_end, e)
+
+
+def _density_grid(sde: SDE, times: Tensor, steps: int, order: float, t_end: float, e: float) -> Tensor:
+    """Knots equidistributing the local error of an order-``order`` method, from a pilot's accepted steps.
+
+    A tolerance-controlled dopri5 run makes ``C(lambda) h^6`` the same on every step, so its step
+    ``h_d`` gives the error density ``C ~ h_d^-6``; an order-``p`` method with local error
+    ``C h^(p+1)`` equidistributes it with ``h ~ C^(-1/(p+1)) = h_d^(6/(p+1))`` (in log-SNR time).
+    """
+    lam = sde.log_snr(times.to(torch.float64))
+    lam, _ = torch.sort(torch.unique(lam))
+    dl = torch.diff(lam)
+    keep = dl > 0
+    if int(keep.sum()) < 2:
+        return logsnr(sde, steps, eps=e, T=t_end)
+    lam_lo, dl = lam[:-1][keep], dl[keep]
+    dens = dl ** (-6.0 / (order + 1.0))                          # knots per unit lambda (unnormalised)
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(dens * dl, 0)])
+    nodes = torch.cat([lam_lo, lam_lo[-1:] + dl[-1:]])
+    ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    targets = torch.linspace(0.0, float(cum[-1]), steps + 1, dtype=torch.float64)
+    idx = torch.searchsorted(cum, targets).clamp(1, cum.numel() - 1)
+    w = (targets - cum[idx - 1]) / (cum[idx] - cum[idx - 1])
+    knots = nodes[idx - 1] + w * (nodes[idx] - nodes[idx - 1])
+    knots = ends[0] + (knots - knots[0]) * (ends[1] - ends[0]) / (knots[-1] - knots[0])
+    return _lam_grid(sde, knots, t_end, e)
+
+
+def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nfe: int | None = None, *,
+         steps: int | None = None, shape: Sequence[int] | None = None, x_pilot: Tensor | None = None,
+         pilot_batch: int = 16, seed: int = 0, passes: int = 3, eps: float | None = None,
+         rtol: float = 1e-7, cache: bool = True, info: dict | None = None) -> Tensor:
+    """Tune an ``N``-step time grid to ``score_fn`` from a cheap pilot (``schedule="auto"``).
+
+    1. Pilot: ``pilot_batch`` prior samples (``seed``; or ``x_pilot``) are integrated in float64 by
+       the adaptive dopri5 solver (``ode_adaptive``, ``rtol = atol = rtol``), with the denoising
+       step: the pilot's reference end points, and its accepted steps.
+    2. Start: knots that equidistribute the solver's local error over log-SNR time, from the
+       density of the pilot's accepted steps (see :func:`_density_grid`); the solver's default
+       grid, ``logsnr`` and ``karras`` compete with it, and the one with the least pilot error wins.
+    3. ``passes`` of coordinate search over the log-SNR increments (a monotone parametrisation:
+       ``log`` of each increment, the end points fixed) directly minimise the RMS distance between
+       the solver's pilot end points (``steps`` steps, denoising included, float64) and the reference.
+
+    Args:
+        score_fn: the model, ``score_fn(x, t)``.
+        sde: the forward SDE.
+        solver: a fixed-step ODE solver (name, class or instance, as for :func:`sdekit.sample`).
+        nfe: score-evaluation budget of the sampling run (denoising included); or give ``steps``.
+        steps: number of grid steps instead of ``nfe``.
+        shape: sample shape ``(batch, ...)`` (only its trailing dimensions are used), or ``x_pilot``.
+        x_pilot: the pilot's starting points at ``T`` (instead of ``shape``, ``pilot_batch``, ``seed``).
+        pilot_batch: number of pilot samples.
+        seed: seed of the pilot's prior samples.
+        passes: coordinate-search passes (0: the best starting grid).
+        eps: end time (default ``sde.eps``).
+        rtol: tolerance of the pilot's reference solve.
+        cache: reuse a grid tuned before with the same score function (identity), SDE, solver
+            configuration, steps, eps, pilot and settings.
+        info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
+            ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
+            solver's default grid) and ``cached``.
+
+    Returns:
+        A float64 grid of ``steps + 1`` strictly decreasing times from ``sde.T`` to ``eps``; pass it
+        as ``schedule=`` to reuse it.
+    """
+    from .sampling import solve, steps_for_nfe
+    from .solvers import resolve
+
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
+    e, t_end = _endpoints(sde, eps, None)
+    solver = resolve(solver)
+    if solver.kind != "ode" or solver.stochastic or getattr(solver, "adaptive", False):
+        raise ValueError(f"tune needs a fixed-step ODE solver, got {solver.name!r}")
+    if (nfe is None) == (steps is None):
+        raise ValueError("give nfe= or steps=, exactly one")
+    steps = steps_for_nfe(solver, check_int("nfe", nfe, minimum=1), denoise=True) if steps is None \
+        else check_int("steps", steps, minimum=1)
+    pilot_batch = check_int("pilot_batch", pilot_batch, minimum=1)
+    passes = check_int("passes", passes, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    rtol = check_real("rtol", rtol, positive=True)
+    if x_pilot is None:
+        if shape is None or len(shape) < 1:
+            raise ValueError("give shape=(batch, ...) or x_pilot= for the pilot")
+        x_pilot = sde.prior_sample((pilot_batch, *tuple(shape)[1:]), generator=torch.Generator().manual_seed(seed),
+                                   dtype=torch.float64)
+        pilot_key: Any = (tuple(shape)[1:], pilot_batch, seed)
+    else:
+        if not isinstance(x_pilot, Tensor) or x_pilot.ndim < 1:
+            raise TypeError("x_pilot must be a tensor of shape (batch, ...)")
+        x_pilot = x_pilot.detach().to(torch.float64)
+        pilot_key = ("x_pilot", tuple(x_pilot.shape), hash(x_pilot.cpu().numpy().tobytes()))
+    key = (id(score_fn), _sde_key(sde), _solver_key(solver), steps, e, pilot_key, passes, rtol)
+    hit = _TUNED.get(key) if cache else None
+    if hit is not None and hit[0] is score_fn:
+        if info is not None:
+            info.update(hit[3], pilot_nfe=0, cached=True)
+        return hit[1].clone()
+
+    nfe_used = 0
+    times: list[float] = []
+    ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=rtol, atol=rtol, eps=e,
+                    callback=lambda s: times.append(s.t))
+    ref, nfe_used = ref_sol.x, ref_sol.nfe
+    default = get_grid(solver.default_schedule, sde, steps, eps=e)
+
+    def loss(grid: Tensor) -> float:
+        nonlocal nfe_used
+        sol = solve(score_fn, sde, solver, x_T=x_pilot, schedule=grid, eps=e)
+        nfe_used += sol.nfe
+        err = float((sol.x - ref).pow(2).mean().sqrt())
+        return err if err == err else float("inf")  # NaN: worst
+
+    starts = [default, logsnr(sde, steps, eps=e), karras(sde, steps, eps=e)]
+    if steps >= 2:
+        starts.insert(0, _density_grid(sde, torch.tensor([t_end] + times), steps, solver.order, t_end, e))
+    scored = [(loss(g), g) for g in starts]
+    default_err = scored[-3][0]
+    best_err, best = min(scored, key=lambda p: p[0])
+    lam_ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    u = torch.log(torch.diff(sde.log_snr(best)))  # log-SNR increments, all > 0
+
+    def grid_of(u: Tensor) -> Tensor:
+        inc = torch.softmax(u, 0)
+        lam = lam_ends[0] + (lam_ends[1] - lam_ends[0]) * torch.cat([torch.zeros(1, dtype=torch.float64),
+                                                                    torch.cumsum(inc, 0)])
+        return _lam_grid(sde, lam, t_end, e)
+
+    delta = 0.5
+    for _ in range(passes if steps >= 2 else 0):
+        for i in range(steps):
+            for sign in (1.0, -1.0):
+                trial = u.clone()
+                trial[i] += sign * delta
+                g = grid_of(trial)
+                if not bool((torch.diff(g) < 0).all()):
+                    continue
+                err = loss(g)
+                if err < best_err:
+                    best_err, best, u = err, g, trial
+                    break
+        delta *= 0.5
+    stats = {"pilot_error": best_err, "default_error": default_err}
+    if cache:
+        _TUNED[key] = (score_fn, best.clone(), nfe_used, stats)
+    if info is not None:
+        info.update(stats, pilot_nfe=nfe_used, cached=False)
+    return best.clone()
+
+
+def resolve_auto(schedule: Any, score_fn: Callable, sde: SDE, solver: Any, steps: int, *, shape: Sequence[int],
+                 eps: float | None) -> tuple[Any, dict]:
+    """``schedule="auto"``: the grid :func:`tune` makes for this model (and its pilot statistics for
+    ``Solution.stats``); any other schedule passes through with no statistics."""
+    if not (isinstance(schedule, str) and schedule == "auto"):
+        return schedule, {}
+    info: dict = {}
+    return tune(score_fn, sde, solver, steps=steps, shape=shape, eps=eps, info=info), info

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ._utils import check_int, check_real
 from .capture import check_compile, step_function
-from .grids import Schedule, get_grid
+from .grids import Schedule, get_grid, resolve_auto
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
 from .kernels.philox import PhiloxNoise
@@ -201,7 +201,9 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     elif steps is None:
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
-    grid = get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    schedule, auto_stats = resolve_auto(solver.default_schedule if schedule is None else schedule, score_fn, sde,
+                                        solver, steps, shape=x_T.shape if shape is None else shape, eps=eps)
+    grid = get_grid(schedule, sde, steps, eps=eps)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
         raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "
@@ -214,6 +216,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,
                     save_at=save_at, callback=callback, progress=progress, check_finite=check_finite,
                     condition=condition, compile=compile_options)
+    sol.stats.update(auto_stats)  # schedule="auto": the pilot's NFE, reported apart from sol.nfe
     if denoise:
         t_end = torch.full((sol.x.shape[0],), float(grid[-1]), device=sol.x.device, dtype=sol.x.dtype)
         x_last = sol.x

@@ -206,7 +206,7 @@ class ExponentialMultistep(Solver):
         if self.stochastic:
             decay = decay * torch.exp(-eta * h)
             terms.append(((s1 * torch.sqrt(-torch.expm1(-2.0 * eta * h))).to(x.dtype), noise.z))
-        out = lincomb(x, decay.to(x.dtype), terms, out=spare(state, x))
+        out = lincomb(x, 1.0, [((decay - 1.0).to(x.dtype), x)] + terms, out=spare(state, x))  # x + increment
         push_history(state, hist, self.max_order - 1)
         state["i"] += 1
         return out, state, None

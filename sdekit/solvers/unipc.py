@@ -32,7 +32,7 @@ from ._exponential import (
     take_buffer,
     weights,
 )
-from .base import Solver, register, spare
+from .base import Solver, buffer, register, spare
 
 
 @register
@@ -77,7 +77,8 @@ class UniPC(Solver):
         ct64 = ct.to(torch.float64)
         a1, s1, s0 = sde.alpha(ct64), sde.sigma(ct64), sde.sigma(cs.to(torch.float64))
         terms = [((a1 * wj).to(x.dtype), dj) for wj, (_, dj) in zip(w, points)]
-        return lincomb(x, (s1 / s0).to(x.dtype), terms, out=out)
+        # x + increment, the decay's change (s1/s0 - 1, float64) among the terms: one rounding at |x|
+        return lincomb(x, 1.0, [((s1 / s0 - 1.0).to(x.dtype), x)] + terms, out=out)
 
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
@@ -87,9 +88,11 @@ class UniPC(Solver):
         start = state.get("start")
         if start is None:
             start = state["start"] = x.clone()
-        elif self.corrector:  # UniC: redo the previous step with the new point at r = 1, in place
+        elif self.corrector:  # UniC: redo the previous step with the new point at r = 1 (ping-pong buffers)
             prev = state["hist"][:state["n_prev"]]
-            self._update(sde, start, state["c_prev"], c0, prev[0][0], l0, prev + [(l0, d0)], out=start)
+            corrected = self._update(sde, start, state["c_prev"], c0, prev[0][0], l0, prev + [(l0, d0)],
+                                     out=buffer(state, "start_free", start))  # ping-pong: out may not alias x
+            state["start"], state["start_free"], start = corrected, start, corrected
         else:
             start.copy_(x)
         hist = [(l0, d0)] + state["hist"]

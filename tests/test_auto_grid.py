@@ -1,0 +1,71 @@
+"""schedule="auto": a time grid tuned to the model from a cheap pilot (issue 12, item 4)."""
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.grids import tune
+from sdekit.testing import GaussianMixture
+
+SDE = sdekit.VPSDE()
+# held out: no default and no tuning setting of sdekit was chosen on this mixture (seed 4242)
+MIX = GaussianMixture.random(6, 5, std=(0.05, 0.3), generator=torch.Generator().manual_seed(4242))
+SCORE = MIX.score_fn(SDE)
+
+
+def test_auto_grid_shape_monotone_range_and_pilot_nfe_reported():
+    x_T = SDE.prior_sample((32, 6), generator=torch.Generator().manual_seed(7))
+    sol = sdekit.solve(SCORE, SDE, "unipc", x_T=x_T, nfe=6, schedule="auto")
+    steps = sol.nfe - 1  # one NFE per unipc step, plus the denoising step
+    assert sol.nfe == 6 and sol.steps == steps == 5
+    assert sol.stats["pilot_nfe"] > 0 and sol.stats["cached"] is False  # the pilot is counted apart from sol.nfe
+    grid = tune(SCORE, SDE, "unipc", 6, shape=(1, 6))  # the cached grid solve() used
+    assert grid.dtype == torch.float64 and grid.numel() == steps + 1
+    assert bool((torch.diff(grid) < 0).all())
+    assert float(grid[0]) == SDE.T and float(grid[-1]) == SDE.eps
+    info = {}
+    tune(SCORE, SDE, "unipc", 6, shape=(1, 6), info=info)
+    assert info["cached"] is True and info["pilot_nfe"] == 0
+    again = sdekit.solve(SCORE, SDE, "unipc", x_T=x_T, nfe=6, schedule=grid)
+    assert torch.equal(again.x, sol.x)
+
+
+def test_auto_grid_is_deterministic_for_a_fixed_pilot_seed():
+    a = tune(SCORE, SDE, "dpmpp_3m", 6, shape=(1, 6), seed=3, cache=False)
+    b = tune(SCORE, SDE, "dpmpp_3m", 6, shape=(1, 6), seed=3, cache=False)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp_3m"])
+def test_auto_grid_strictly_lowers_the_pilot_error_against_the_default_grid(solver):
+    info = {}
+    tune(SCORE, SDE, solver, 8, shape=(1, 6), seed=1, info=info, cache=False)
+    assert info["pilot_error"] < info["default_error"], info
+
+
+def test_auto_grid_lowers_the_ode_map_error_on_samples_outside_the_pilot():
+    x_T = SDE.prior_sample((256, 6), generator=torch.Generator().manual_seed(99), dtype=torch.float64)
+    ref = sdekit.sample(SCORE, SDE, "ode_adaptive", x_T=x_T, rtol=1e-8, atol=1e-8)
+    errs = {}
+    for schedule in ("auto", None):
+        x = sdekit.sample(SCORE, SDE, "unipc", x_T=x_T, nfe=8, schedule=schedule)
+        errs[schedule] = float((x - ref).pow(2).mean().sqrt())
+    assert errs["auto"] < errs[None], errs
+
+
+def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return SCORE(x, t)
+
+    with pytest.raises(ValueError, match="fixed-step ODE solver"):
+        tune(score, SDE, "euler_maruyama", 10, shape=(1, 6))
+    with pytest.raises(ValueError, match="nfe= or steps="):
+        tune(score, SDE, "unipc", shape=(1, 6))
+    with pytest.raises(ValueError, match="shape"):
+        tune(score, SDE, "unipc", 10)
+    with pytest.raises(ValueError, match="fixed-step ODE solver"):
+        sdekit.sample(score, SDE, "pc", shape=(4, 6), steps=10, schedule="auto")
+    assert not calls
