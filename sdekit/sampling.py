@@ -251,7 +251,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, s
         nfe: a budget of score evaluations; the largest number of steps that fits it is used
             (the denoising step included). Give ``steps`` or ``nfe``, not both.
         schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
-            or a tensor of times (default: the solver's ``default_schedule``).
+            or a tensor of times (default: the solver's ``default_schedule``); ``"auto"`` tunes one
+            to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``).
         eps: the last time of the grid (default ``sde.eps``).
         generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.
         device, dtype: where and in what precision to sample when ``x_T`` is not given
