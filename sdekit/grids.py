@@ -294,11 +294,12 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     return best.clone()
 
 
-def resolve_auto(schedule: Any, score_fn: Callable, sde: SDE, solver: Any, steps: int, *, shape: Sequence[int],
-                 eps: float | None) -> tuple[Any, dict]:
+def resolve_auto(schedule: Any, score_fn: Callable, sde: SDE, solver: Any, steps: int, *,
+                 shape: Sequence[int] | None, x_T: Tensor | None, eps: float | None) -> tuple[Any, dict]:
     """``schedule="auto"``: the grid :func:`tune` makes for this model (and its pilot statistics for
     ``Solution.stats``); any other schedule passes through with no statistics."""
     if not (isinstance(schedule, str) and schedule == "auto"):
         return schedule, {}
     info: dict = {}
+    shape = tuple(x_T.shape) if shape is None and x_T is not None else shape
     return tune(score_fn, sde, solver, steps=steps, shape=shape, eps=eps, info=info), info
