@@ -6,6 +6,7 @@ Every schedule returns a strictly decreasing 1-D tensor of ``steps + 1`` times w
 
 from __future__ import annotations
 
+import weakref
 from typing import Any, Callable, Sequence, Union
 
 import torch
@@ -128,7 +129,29 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
 
 # ------------------------------------------------------------------ schedule="auto": a grid tuned per model
 
-_TUNED: dict[tuple, tuple[Any, Tensor, int, dict]] = {}
+_TUNED: dict[tuple, tuple[Callable[[], Any], Tensor, int, dict]] = {}
+
+
+def _fn_ref(fn: Callable) -> tuple[tuple, Callable[[], Any]]:
+    """Identity key and a weak reference of a score function (bound methods by their object and function),
+    so the cache neither keeps a model alive nor confuses a new function with a dead one's id."""
+    if hasattr(fn, "__self__") and hasattr(fn, "__func__"):
+        key: tuple = (id(fn.__self__), id(fn.__func__))
+        try:
+            return key, weakref.WeakMethod(fn)
+        except TypeError:
+            return key, lambda: fn
+    try:
+        return (id(fn),), weakref.ref(fn)
+    except TypeError:  # not weak-referenceable: held strongly
+        return (id(fn),), lambda: fn
+
+
+def _same_fn(a: Any, b: Callable) -> bool:
+    if a is b:
+        return True
+    return getattr(a, "__self__", None) is getattr(b, "__self__", 0) and getattr(a, "__func__", None) is getattr(
+        b, "__func__", 0)
 
 
 def _sde_key(sde: SDE) -> tuple:
@@ -236,9 +259,10 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
             raise TypeError("x_pilot must be a tensor of shape (batch, ...)")
         x_pilot = x_pilot.detach().to(torch.float64)
         pilot_key = ("x_pilot", tuple(x_pilot.shape), hash(x_pilot.cpu().numpy().tobytes()))
-    key = (id(score_fn), _sde_key(sde), _solver_key(solver), steps, e, pilot_key, passes, rtol)
+    fn_key, fn_ref = _fn_ref(score_fn)
+    key = (fn_key, _sde_key(sde), _solver_key(solver), steps, e, pilot_key, passes, rtol)
     hit = _TUNED.get(key) if cache else None
-    if hit is not None and hit[0] is score_fn:
+    if hit is not None and _same_fn(hit[0](), score_fn):
         if info is not None:
             info.update(hit[3], pilot_nfe=0, cached=True)
         return hit[1].clone()
@@ -288,7 +312,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         delta *= 0.5
     stats = {"pilot_error": best_err, "default_error": default_err}
     if cache:
-        _TUNED[key] = (score_fn, best.clone(), nfe_used, stats)
+        _TUNED[key] = (fn_ref, best.clone(), nfe_used, stats)
     if info is not None:
         info.update(stats, pilot_nfe=nfe_used, cached=False)
     return best.clone()

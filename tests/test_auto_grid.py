@@ -69,3 +69,24 @@ def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():
     with pytest.raises(ValueError, match="fixed-step ODE solver"):
         sdekit.sample(score, SDE, "pc", shape=(4, 6), steps=10, schedule="auto")
     assert not calls
+
+
+def test_auto_grid_cache_is_keyed_by_the_score_function_and_holds_no_reference():
+    import gc
+    import weakref
+
+    def make():
+        return MIX.score_fn(SDE)
+
+    first, info = make(), {}
+    tune(first, SDE, "unipc", 4, shape=(1, 6), info=info)
+    assert info["cached"] is False
+    tune(first, SDE, "unipc", 4, shape=(1, 6), info=info)
+    assert info["cached"] is True
+    other = make()  # the same model, another function object: tuned anew, not mistaken for the first
+    tune(other, SDE, "unipc", 4, shape=(1, 6), info=info)
+    assert info["cached"] is False
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None  # the cache does not keep a model alive

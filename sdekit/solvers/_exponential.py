@@ -32,7 +32,8 @@ from torch import Tensor
 
 from .._utils import check_real, compiling
 from ..kernels import lincomb
-from .base import Solver, spare
+from .base import Solver
+from .runge_kutta import state_update
 
 __all__ = ["check_bool", "log_snr", "coef_times", "phi", "weights", "data_prediction", "take_buffer", "push_history",
            "order_cap", "ExponentialMultistep"]
@@ -206,7 +207,7 @@ class ExponentialMultistep(Solver):
         if self.stochastic:
             decay = decay * torch.exp(-eta * h)
             terms.append(((s1 * torch.sqrt(-torch.expm1(-2.0 * eta * h))).to(x.dtype), noise.z))
-        out = lincomb(x, 1.0, [((decay - 1.0).to(x.dtype), x)] + terms, out=spare(state, x))  # x + increment
+        out = state_update(state, x, [((decay - 1.0).to(x.dtype), x)] + terms)  # x + increment, compensated
         push_history(state, hist, self.max_order - 1)
         state["i"] += 1
         return out, state, None
