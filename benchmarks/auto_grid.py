@@ -3,7 +3,7 @@
     PYTHONPATH=. python benchmarks/auto_grid.py
 
 Mixtures: GaussianMixture.random(dim, K, std=(lo, hi), seed) under the VP SDE (seeds below, not
-used to tune anything else). The pilot is 16 prior samples (seed 0); the error is measured on
+used to tune anything else). The pilot is 64 prior samples (seed 0); the error is measured on
 256 other prior samples (seed 12345): RMS distance to the float64 dopri5 ODE map (rtol 1e-9,
 denoising included) over the data's std, all runs float64 so only the grid differs.
 """

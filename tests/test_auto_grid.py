@@ -43,14 +43,17 @@ def test_auto_grid_strictly_lowers_the_pilot_error_against_the_default_grid(solv
     assert info["pilot_error"] < info["default_error"], info
 
 
-def test_auto_grid_lowers_the_ode_map_error_on_samples_outside_the_pilot():
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp_3m"])
+def test_auto_grid_lowers_the_ode_map_error_on_samples_outside_the_pilot(solver):
+    """Measured on these 256 samples (RMS error): unipc 0.15 with "auto" vs 0.23 on its default grid at
+    6 NFE, dpmpp_3m 0.19 vs 0.25 (at 8 NFE the two are within 2%, at 20 NFE "auto" is 1.1-8x better)."""
     x_T = SDE.prior_sample((256, 6), generator=torch.Generator().manual_seed(99), dtype=torch.float64)
     ref = sdekit.sample(SCORE, SDE, "ode_adaptive", x_T=x_T, rtol=1e-8, atol=1e-8)
     errs = {}
     for schedule in ("auto", None):
-        x = sdekit.sample(SCORE, SDE, "unipc", x_T=x_T, nfe=8, schedule=schedule)
+        x = sdekit.sample(SCORE, SDE, solver, x_T=x_T, nfe=6, schedule=schedule)
         errs[schedule] = float((x - ref).pow(2).mean().sqrt())
-    assert errs["auto"] < errs[None], errs
+    assert errs["auto"] < 0.9 * errs[None], errs
 
 
 def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():
@@ -90,3 +93,8 @@ def test_auto_grid_cache_is_keyed_by_the_score_function_and_holds_no_reference()
     del first
     gc.collect()
     assert ref() is None  # the cache does not keep a model alive
+
+
+def test_get_grid_explains_that_auto_needs_the_model():
+    with pytest.raises(ValueError, match="grids.tune"):
+        sdekit.grids.get_grid("auto", SDE, 10)
