@@ -86,3 +86,22 @@ def test_rk4_float32_matches_torchdiffeq_on_the_same_grid(nfe, reference):
     ours = _err(_sdekit("ode_rk4", torch.float32, steps=steps), reference)
     theirs = _err(_torchdiffeq_rk4(steps), reference)
     assert ours <= theirs, f"{steps} steps: sdekit {ours:.3g}, torchdiffeq {theirs:.3g}"
+
+
+def _triton_skip():
+    try:
+        from sdekit.kernels import triton_kernels as tk
+    except Exception as exc:  # triton missing or broken
+        return f"triton not importable ({type(exc).__name__})"
+    return None if tk.INTERPRETED else "triton was imported before TRITON_INTERPRET=1 could be set"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_triton_skip() is not None, reason=str(_triton_skip()))
+@pytest.mark.parametrize("name", ["ode_rk4", "unipc", "dpmpp_3m", "dpmpp_2m"])
+def test_compensated_updates_agree_through_either_backend(name):
+    """The increment-first order and the Kahan carry are the same through the torch reference and Triton."""
+    x_T = X_T[:8].float()
+    out = {b: sdekit.sample(SCORE, SDE, name, x_T=x_T, steps=30, backend=b) for b in ("torch", "triton")}
+    assert torch.allclose(out["torch"], out["triton"], rtol=1e-5, atol=1e-6), \
+        float((out["torch"] - out["triton"]).abs().max())
