@@ -198,10 +198,11 @@ def _density_grid(sde: SDE, times: Tensor, steps: int, order: float, t_end: floa
 def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nfe: int | None = None, *,
          steps: int | None = None, shape: Sequence[int] | None = None, x_pilot: Tensor | None = None,
          pilot_batch: int = 64, seed: int = 0, passes: int = 3, eps: float | None = None,
-         rtol: float = 1e-7, cache: bool = True, info: dict | None = None) -> Tensor:
+         rtol: float = 1e-7, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+         cache: bool = True, info: dict | None = None) -> Tensor:
     """Tune an ``N``-step time grid to ``score_fn`` from a cheap pilot (``schedule="auto"``).
 
-    1. Pilot: ``pilot_batch`` prior samples (``seed``; or ``x_pilot``) are integrated in float64 by
+    1. Pilot: ``pilot_batch`` prior samples (``seed``; or ``x_pilot``) are integrated (in ``dtype``) by
        the adaptive dopri5 solver (``ode_adaptive``, ``rtol = atol = rtol``), with the denoising
        step: the pilot's reference end points, and its accepted steps.
     2. Start: knots that equidistribute the solver's local error over log-SNR time, from the
@@ -225,7 +226,9 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         seed: seed of the pilot's prior samples.
         passes: coordinate-search passes (0: the best starting grid).
         eps: end time (default ``sde.eps``).
-        rtol: tolerance of the pilot's reference solve.
+        rtol: tolerance of the pilot's reference solve (at least 10 ulps of ``dtype``).
+        dtype, device: of the pilot's samples (a float32 network needs ``dtype=torch.float32``;
+            ``schedule="auto"`` uses the sampling run's); ignored when ``x_pilot`` is given.
         cache: reuse a grid tuned before with the same score function (identity), SDE, solver
             configuration, steps, eps, pilot and settings.
         info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
@@ -257,13 +260,14 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         if shape is None or len(shape) < 1:
             raise ValueError("give shape=(batch, ...) or x_pilot= for the pilot")
         x_pilot = sde.prior_sample((pilot_batch, *tuple(shape)[1:]), generator=torch.Generator().manual_seed(seed),
-                                   dtype=torch.float64)
-        pilot_key: Any = (tuple(shape)[1:], pilot_batch, seed)
+                                   dtype=dtype).to(device)
+        pilot_key: Any = (tuple(shape)[1:], pilot_batch, seed, dtype, str(x_pilot.device))
     else:
         if not isinstance(x_pilot, Tensor) or x_pilot.ndim < 1:
             raise TypeError("x_pilot must be a tensor of shape (batch, ...)")
-        x_pilot = x_pilot.detach().to(torch.float64)
-        pilot_key = ("x_pilot", tuple(x_pilot.shape), hash(x_pilot.cpu().numpy().tobytes()))
+        x_pilot = x_pilot.detach()
+        pilot_key = ("x_pilot", tuple(x_pilot.shape), x_pilot.dtype, str(x_pilot.device),
+                     hash(x_pilot.cpu().numpy().tobytes()))
     fn_key, fn_ref = _fn_ref(score_fn)
     key = (fn_key, _sde_key(sde), _solver_key(solver), steps, e, pilot_key, passes, rtol)
     hit = _TUNED.get(key) if cache else None
@@ -274,7 +278,8 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
 
     nfe_used = 0
     times: list[float] = []
-    ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=rtol, atol=rtol, eps=e,
+    tol = max(rtol, 10 * torch.finfo(x_pilot.dtype).eps)
+    ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e,
                     callback=lambda s: times.append(s.t))
     ref, nfe_used = ref_sol.x, ref_sol.nfe
     default = get_grid(solver.default_schedule, sde, steps, eps=e)
@@ -329,11 +334,14 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
 
 
 def resolve_auto(schedule: Any, score_fn: Callable, sde: SDE, solver: Any, steps: int, *,
-                 shape: Sequence[int] | None, x_T: Tensor | None, eps: float | None) -> tuple[Any, dict]:
+                 shape: Sequence[int] | None, x_T: Tensor | None, eps: float | None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> tuple[Any, dict]:
     """``schedule="auto"``: the grid :func:`tune` makes for this model (and its pilot statistics for
     ``Solution.stats``); any other schedule passes through with no statistics."""
     if not (isinstance(schedule, str) and schedule == "auto"):
         return schedule, {}
     info: dict = {}
-    shape = tuple(x_T.shape) if shape is None and x_T is not None else shape
-    return tune(score_fn, sde, solver, steps=steps, shape=shape, eps=eps, info=info), info
+    if x_T is not None:  # the pilot runs in the sampling run's dtype and device (a float32 model needs float32)
+        shape, dtype, device = tuple(x_T.shape), x_T.dtype, x_T.device
+    return tune(score_fn, sde, solver, steps=steps, shape=shape, eps=eps, dtype=dtype or torch.get_default_dtype(),
+                device=device, info=info), info

@@ -202,7 +202,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = "pc", *, sh
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     schedule, auto_stats = resolve_auto(solver.default_schedule if schedule is None else schedule, score_fn, sde,
-                                        solver, steps, shape=shape, x_T=x_T, eps=eps)
+                                        solver, steps, shape=shape, x_T=x_T, eps=eps, dtype=dtype, device=device)
     grid = get_grid(schedule, sde, steps, eps=eps)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):

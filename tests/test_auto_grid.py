@@ -19,12 +19,12 @@ def test_auto_grid_shape_monotone_range_and_pilot_nfe_reported():
     steps = sol.nfe - 1  # one NFE per unipc step, plus the denoising step
     assert sol.nfe == 6 and sol.steps == steps == 5
     assert sol.stats["pilot_nfe"] > 0 and sol.stats["cached"] is False  # the pilot is counted apart from sol.nfe
-    grid = tune(SCORE, SDE, "unipc", 6, shape=(1, 6))  # the cached grid solve() used
+    grid = tune(SCORE, SDE, "unipc", 6, shape=(1, 6), dtype=x_T.dtype)  # the cached grid solve() used
     assert grid.dtype == torch.float64 and grid.numel() == steps + 1
     assert bool((torch.diff(grid) < 0).all())
     assert float(grid[0]) == SDE.T and float(grid[-1]) == SDE.eps
     info = {}
-    tune(SCORE, SDE, "unipc", 6, shape=(1, 6), info=info)
+    tune(SCORE, SDE, "unipc", 6, shape=(1, 6), dtype=x_T.dtype, info=info)
     assert info["cached"] is True and info["pilot_nfe"] == 0
     again = sdekit.solve(SCORE, SDE, "unipc", x_T=x_T, nfe=6, schedule=grid)
     assert torch.equal(again.x, sol.x)
@@ -98,3 +98,14 @@ def test_auto_grid_cache_is_keyed_by_the_score_function_and_holds_no_reference()
 def test_get_grid_explains_that_auto_needs_the_model():
     with pytest.raises(ValueError, match="grids.tune"):
         sdekit.grids.get_grid("auto", SDE, 10)
+
+
+def test_auto_grid_pilot_runs_in_the_sampling_dtype():
+    """A float32 network must not be fed float64 by the pilot."""
+    def score32(x, t):
+        assert x.dtype == torch.float32 and t.dtype == torch.float32
+        return SCORE(x, t)
+
+    sol = sdekit.solve(score32, SDE, "dpmpp_3m", shape=(8, 6), nfe=5, schedule="auto",
+                       generator=torch.Generator().manual_seed(0))
+    assert sol.x.dtype == torch.float32 and sol.stats["pilot_nfe"] > 0
