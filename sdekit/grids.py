@@ -7,7 +7,8 @@ Every schedule returns a strictly decreasing 1-D tensor of ``steps + 1`` times w
 from __future__ import annotations
 
 import os
-from typing import Callable, Union
+import weakref
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -16,7 +17,7 @@ from ._utils import check_int, check_real
 from .sde import SDE
 
 __all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "check_run_grid",
-           "check_grid_memory", "check_save_memory", "SCHEDULES", "Schedule"]
+           "check_grid_memory", "check_save_memory", "tune", "resolve_auto", "SCHEDULES", "Schedule"]
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
@@ -119,6 +120,9 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
             raise ValueError(f"schedule tensor must be 1-D with at least 2 times, got shape {tuple(grid.shape)}")
     elif isinstance(schedule, str):
         fn = SCHEDULES.get(schedule)
+        if schedule == "auto":  # needs the model: sample()/solve() resolve it (resolve_auto) before this
+            raise ValueError('schedule="auto" needs the score function: use it in sdekit.sample/solve, or '
+                             "build the grid with sdekit.grids.tune(score_fn, sde, solver, nfe, shape=...)")
         if fn is None:
             raise ValueError(f"unknown schedule {schedule!r}; valid schedules: {', '.join(SCHEDULES)}")
         grid = fn(sde, steps, eps=eps, T=T)
@@ -266,3 +270,220 @@ def check_save_memory(save_at: object, grid: Tensor, x: Tensor) -> None:
         raise ValueError(f"save_at={save_at if isinstance(save_at, str) else '[...]'!r} keeps {min(k, grid.numel())} "
                          f"states of {_gib(x.numel() * x.element_size())} each: {_gib(need)} with their stack, more "
                          f"than the {_gib(have)} free on {x.device}; save fewer times")
+
+
+# ------------------------------------------------------------------ schedule="auto": a grid tuned per model
+
+_TUNED: dict[tuple, tuple[Callable[[], Any], Tensor, int, dict]] = {}
+
+
+def _fn_ref(fn: Callable) -> tuple[tuple, Callable[[], Any]]:
+    """Identity key and a weak reference of a score function (bound methods by their object and function),
+    so the cache neither keeps a model alive nor confuses a new function with a dead one's id."""
+    if hasattr(fn, "__self__") and hasattr(fn, "__func__"):
+        key: tuple = (id(fn.__self__), id(fn.__func__))
+        try:
+            return key, weakref.WeakMethod(fn)
+        except TypeError:
+            return key, lambda: fn
+    try:
+        return (id(fn),), weakref.ref(fn)
+    except TypeError:  # not weak-referenceable: held strongly
+        return (id(fn),), lambda: fn
+
+
+def _same_fn(a: Any, b: Callable) -> bool:
+    if a is b:
+        return True
+    return getattr(a, "__self__", None) is getattr(b, "__self__", 0) and getattr(a, "__func__", None) is getattr(
+        b, "__func__", 0)
+
+
+def _sde_key(sde: SDE) -> tuple:
+    return (type(sde).__qualname__, repr(sde), tuple(sorted((k, repr(v)) for k, v in vars(sde).items())))
+
+
+def _solver_key(solver: Any) -> tuple:
+    return (type(solver).__qualname__, tuple(sorted((k, repr(v)) for k, v in vars(solver).items())))
+
+
+def _lam_grid(sde: SDE, lam: Tensor, t_end: float, e: float) -> Tensor:
+    return _pin(sde.t_from_log_snr(lam), t_end, e)
+
+
+def _density_grid(sde: SDE, times: Tensor, steps: int, order: float, t_end: float, e: float) -> Tensor:
+    """Knots equidistributing the local error of an order-``order`` method, from a pilot's accepted steps.
+
+    A tolerance-controlled dopri5 run makes ``C(lambda) h^6`` the same on every step, so its step
+    ``h_d`` gives the error density ``C ~ h_d^-6``; an order-``p`` method with local error
+    ``C h^(p+1)`` equidistributes it with ``h ~ C^(-1/(p+1)) = h_d^(6/(p+1))`` (in log-SNR time).
+    """
+    lam = sde.log_snr(times.to(torch.float64))
+    lam, _ = torch.sort(torch.unique(lam))
+    dl = torch.diff(lam)
+    keep = dl > 0
+    if int(keep.sum()) < 2:
+        return logsnr(sde, steps, eps=e, T=t_end)
+    lam_lo, dl = lam[:-1][keep], dl[keep]
+    dens = dl ** (-6.0 / (order + 1.0))                          # knots per unit lambda (unnormalised)
+    cum = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum(dens * dl, 0)])
+    nodes = torch.cat([lam_lo, lam_lo[-1:] + dl[-1:]])
+    ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    targets = torch.linspace(0.0, float(cum[-1]), steps + 1, dtype=torch.float64)
+    idx = torch.searchsorted(cum, targets).clamp(1, cum.numel() - 1)
+    w = (targets - cum[idx - 1]) / (cum[idx] - cum[idx - 1])
+    knots = nodes[idx - 1] + w * (nodes[idx] - nodes[idx - 1])
+    knots = ends[0] + (knots - knots[0]) * (ends[1] - ends[0]) / (knots[-1] - knots[0])
+    return _lam_grid(sde, knots, t_end, e)
+
+
+def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nfe: int | None = None, *,
+         steps: int | None = None, shape: Sequence[int] | None = None, x_pilot: Tensor | None = None,
+         pilot_batch: int = 64, seed: int = 0, passes: int = 3, eps: float | None = None,
+         rtol: float = 1e-7, dtype: torch.dtype = torch.float64, device: torch.device | str | None = None,
+         cache: bool = True, info: dict | None = None) -> Tensor:
+    """Tune an ``N``-step time grid to ``score_fn`` from a cheap pilot (``schedule="auto"``).
+
+    1. Pilot: ``pilot_batch`` prior samples (``seed``; or ``x_pilot``) are integrated (in ``dtype``) by
+       the adaptive dopri5 solver (``ode_adaptive``, ``rtol = atol = rtol``), with the denoising
+       step: the pilot's reference end points, and its accepted steps.
+    2. Start: knots that equidistribute the solver's local error over log-SNR time, from the
+       density of the pilot's accepted steps (see :func:`_density_grid`); the solver's default
+       grid, ``logsnr`` and ``karras`` compete with it, and the one with the least pilot error wins.
+    3. ``passes`` of coordinate search over the log-SNR increments (a monotone parametrisation:
+       ``log`` of each increment, the end points fixed) directly minimise the RMS distance between
+       the solver's pilot end points (``steps`` steps, denoising included, float64) and the reference;
+       a move is kept only if it lowers that error and raises it on neither half of the pilot (so no
+       move is paid for by a few pilot samples alone, which fits the pilot instead of the model).
+
+    Args:
+        score_fn: the model, ``score_fn(x, t)``.
+        sde: the forward SDE.
+        solver: a fixed-step ODE solver (name, class or instance, as for :func:`sdekit.sample`).
+        nfe: score-evaluation budget of the sampling run (denoising included); or give ``steps``.
+        steps: number of grid steps instead of ``nfe``.
+        shape: sample shape ``(batch, ...)`` (only its trailing dimensions are used), or ``x_pilot``.
+        x_pilot: the pilot's starting points at ``T`` (instead of ``shape``, ``pilot_batch``, ``seed``).
+        pilot_batch: number of pilot samples (64: with 16, dpmpp_3m grids partly fitted the pilot).
+        seed: seed of the pilot's prior samples.
+        passes: coordinate-search passes (0: the best starting grid).
+        eps: end time (default ``sde.eps``).
+        rtol: tolerance of the pilot's reference solve (at least 10 ulps of ``dtype``).
+        dtype, device: of the pilot's samples (a float32 network needs ``dtype=torch.float32``;
+            ``schedule="auto"`` uses the sampling run's); ignored when ``x_pilot`` is given.
+        cache: reuse a grid tuned before with the same score function (identity), SDE, solver
+            configuration, steps, eps, pilot and settings.
+        info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
+            ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
+            solver's default grid) and ``cached``.
+
+    Returns:
+        A float64 grid of ``steps + 1`` strictly decreasing times from ``sde.T`` to ``eps``; pass it
+        as ``schedule=`` to reuse it.
+    """
+    from .sampling import solve, steps_for_nfe
+    from .solvers import resolve
+
+    if not callable(score_fn):
+        raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
+    e, t_end = _endpoints(sde, eps, None)
+    solver = resolve(solver)
+    if solver.kind != "ode" or solver.stochastic or getattr(solver, "adaptive", False):
+        raise ValueError(f"tune needs a fixed-step ODE solver, got {solver.name!r}")
+    if (nfe is None) == (steps is None):
+        raise ValueError("give nfe= or steps=, exactly one")
+    steps = steps_for_nfe(solver, check_int("nfe", nfe, minimum=1), denoise=True) if steps is None \
+        else check_int("steps", steps, minimum=1)
+    pilot_batch = check_int("pilot_batch", pilot_batch, minimum=1)
+    passes = check_int("passes", passes, minimum=0)
+    seed = check_int("seed", seed, minimum=0)
+    rtol = check_real("rtol", rtol, positive=True)
+    if x_pilot is None:
+        if shape is None or len(shape) < 1:
+            raise ValueError("give shape=(batch, ...) or x_pilot= for the pilot")
+        x_pilot = sde.prior_sample((pilot_batch, *tuple(shape)[1:]), generator=torch.Generator().manual_seed(seed),
+                                   dtype=dtype).to(device)
+        pilot_key: Any = (tuple(shape)[1:], pilot_batch, seed, dtype, str(x_pilot.device))
+    else:
+        if not isinstance(x_pilot, Tensor) or x_pilot.ndim < 1:
+            raise TypeError("x_pilot must be a tensor of shape (batch, ...)")
+        x_pilot = x_pilot.detach()
+        pilot_key = ("x_pilot", tuple(x_pilot.shape), x_pilot.dtype, str(x_pilot.device),
+                     hash(x_pilot.cpu().numpy().tobytes()))
+    fn_key, fn_ref = _fn_ref(score_fn)
+    key = (fn_key, _sde_key(sde), _solver_key(solver), steps, e, pilot_key, passes, rtol)
+    hit = _TUNED.get(key) if cache else None
+    if hit is not None and _same_fn(hit[0](), score_fn):
+        if info is not None:
+            info.update(hit[3], pilot_nfe=0, cached=True)
+        return hit[1].clone()
+
+    nfe_used = 0
+    times: list[float] = []
+    tol = max(rtol, 10 * torch.finfo(x_pilot.dtype).eps)
+    ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e,
+                    callback=lambda s: times.append(s.t))
+    ref, nfe_used = ref_sol.x, ref_sol.nfe
+    default = get_grid(solver.default_schedule, sde, steps, eps=e)
+
+    def loss(grid: Tensor) -> float:
+        nonlocal nfe_used
+        sol = solve(score_fn, sde, solver, x_T=x_pilot, schedule=grid, eps=e)
+        nfe_used += sol.nfe
+        per = (sol.x - ref).reshape(ref.shape[0], -1).pow(2).mean(1)
+        per = torch.where(torch.isfinite(per), per, torch.full_like(per, float("inf")))  # NaN: worst
+        half = max(1, per.numel() // 2)
+        return (float(per.mean().sqrt()), float(per[:half].mean().sqrt()), float(per[half:].mean().sqrt())
+                if per.numel() > 1 else float(per.mean().sqrt()))
+
+    starts = [default, logsnr(sde, steps, eps=e), karras(sde, steps, eps=e)]
+    if steps >= 2:
+        starts.insert(0, _density_grid(sde, torch.tensor([t_end] + times), steps, solver.order, t_end, e))
+    scored = [(loss(g), g) for g in starts]
+    default_err = scored[-3][0][0]
+    best_errs, best = min(scored, key=lambda p: p[0][0])
+    lam_ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
+    u = torch.log(torch.diff(sde.log_snr(best)))  # log-SNR increments, all > 0
+
+    def grid_of(u: Tensor) -> Tensor:
+        inc = torch.softmax(u, 0)
+        lam = lam_ends[0] + (lam_ends[1] - lam_ends[0]) * torch.cat([torch.zeros(1, dtype=torch.float64),
+                                                                    torch.cumsum(inc, 0)])
+        return _lam_grid(sde, lam, t_end, e)
+
+    delta = 0.5
+    for _ in range(passes if steps >= 2 else 0):
+        for i in range(steps):
+            for sign in (1.0, -1.0):
+                trial = u.clone()
+                trial[i] += sign * delta
+                g = grid_of(trial)
+                if not bool((torch.diff(g) < 0).all()):
+                    continue
+                errs = loss(g)
+                # accept a move only if it helps the whole pilot and hurts neither half of it: a move
+                # that one half's samples alone pay for fits the pilot rather than the model
+                if errs[0] < best_errs[0] and errs[1] <= best_errs[1] and errs[2] <= best_errs[2]:
+                    best_errs, best, u = errs, g, trial
+                    break
+        delta *= 0.5
+    stats = {"pilot_error": best_errs[0], "default_error": default_err}
+    if cache:
+        _TUNED[key] = (fn_ref, best.clone(), nfe_used, stats)
+    if info is not None:
+        info.update(stats, pilot_nfe=nfe_used, cached=False)
+    return best.clone()
+
+
+def resolve_auto(schedule: Any, score_fn: Callable, sde: SDE, solver: Any, steps: int, *,
+                 shape: Sequence[int] | None, x_T: Tensor | None, eps: float | None,
+                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> tuple[Any, dict]:
+    """``schedule="auto"``: the grid :func:`tune` makes for this model (and its pilot statistics for
+    ``Solution.stats``); any other schedule passes through with no statistics."""
+    if not (isinstance(schedule, str) and schedule == "auto"):
+        return schedule, {}
+    info: dict = {}
+    if x_T is not None:  # the pilot runs in the sampling run's dtype and device (a float32 model needs float32)
+        shape, dtype, device = tuple(x_T.shape), x_T.dtype, x_T.device
+    return tune(score_fn, sde, solver, steps=steps, shape=shape, eps=eps, dtype=dtype or torch.get_default_dtype(),
+                device=device, info=info), info

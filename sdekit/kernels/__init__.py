@@ -141,9 +141,17 @@ def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, 
     Coefficients are Python floats or tensors of shape ``()`` or ``(batch,)`` (per-sample),
     on the device of ``x``; a tensor coefficient is never read on the host. Scaled noise
     is one more term (``(c, z)``). ``out`` may alias ``x`` but no ``v_i``.
+
+    Precision: the increment ``sum_i b_i v_i`` is summed first and ``a * x`` added last, so
+    a state update written as ``lincomb(x, 1.0, [(c, x), (b, v), ...])`` (``a`` exactly 1, the
+    state's own change ``c`` among the terms) is rounded once at the size of ``x``, like
+    ``x + dx``. Passing ``a = 1 + c`` instead rounds ``1 + c`` to the dtype of ``x`` first, an
+    error of one unit in the last place of ``x`` that repeats, with the same sign, over many
+    small steps. Terms in ``x`` itself are folded into ``a`` only when ``a`` is not exactly 1.
     """
     terms = list(terms)
-    if any(v is x for _, v in terms):  # fold terms in x itself into a: one pass fewer
+    unit = isinstance(a, (int, float)) and not isinstance(a, bool) and a == 1
+    if not unit and any(v is x for _, v in terms):  # fold terms in x itself into a: one pass fewer
         a = a + sum(b for b, v in terms if v is x)
         terms = [(b, v) for b, v in terms if v is not x]
     tensors = [x] + [v for _, v in terms] + ([out] if out is not None else [])

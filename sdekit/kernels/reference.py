@@ -18,20 +18,42 @@ __all__ = ["lincomb", "error_norm", "sq_norms", "lincomb_error_norm", "philox_no
 
 def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, Tensor]],
             out: Tensor | None = None) -> Tensor:
-    """Return ``a * x + sum_i b_i * v_i`` (see :func:`sdekit.kernels.lincomb`)."""
-    if out is None:
-        out = x * bcast(a, x)
-    elif isinstance(a, (int, float)) and a == 1:
-        if out is not x:
-            out.copy_(x)
+    """Return ``a * x + sum_i b_i * v_i`` (see :func:`sdekit.kernels.lincomb`).
+
+    The increment ``sum_i b_i v_i`` is accumulated first and ``a * x`` added last, so a state
+    update ``x + increment`` is rounded once at the size of ``x`` (the Triton kernel's order).
+    """
+    terms = list(terms)
+    if not terms:
+        if out is None:
+            return x * bcast(a, x)
+        if isinstance(a, (int, float)) and a == 1:
+            return out if out is x else out.copy_(x)
+        return torch.mul(x, bcast(a, x), out=out)
+    # the increment needs a buffer that is none of the inputs: out, unless it aliases x
+    acc = out if out is not None and out is not x else None
+    (b0, v0), rest = terms[0], terms[1:]
+    if acc is None:
+        acc = v0 * bcast(b0, v0).to(v0.dtype) if isinstance(b0, Tensor) else v0 * float(b0)
+        acc = acc.to(torch.promote_types(acc.dtype, x.dtype))  # mixed dtypes: accumulate in the wider one
     else:
-        out = torch.mul(x, bcast(a, x), out=out)
-    for b, v in terms:
-        if isinstance(b, Tensor):
-            out.addcmul_(v, bcast(b.to(v.dtype), v))
-        else:
-            out.add_(v, alpha=float(b))
-    return out
+        torch.mul(v0, bcast(b0, v0).to(v0.dtype) if isinstance(b0, Tensor) else float(b0), out=acc)
+    for b, v in rest:
+        _axpy(acc, b, v)
+    if isinstance(a, (int, float)) and a == 1:
+        acc.add_(x)
+    else:
+        _axpy(acc, a, x)
+    if out is not None and acc is not out:
+        return out.copy_(acc)
+    return acc
+
+
+def _axpy(acc: Tensor, b: float | Tensor, v: Tensor) -> None:
+    if isinstance(b, Tensor):
+        acc.addcmul_(v, bcast(b.to(v.dtype), v))
+    else:
+        acc.add_(v, alpha=float(b))
 
 
 def error_norm(err: Tensor, x0: Tensor, x1: Tensor, rtol: float, atol: float) -> Tensor:

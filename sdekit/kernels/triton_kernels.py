@@ -8,8 +8,10 @@ imported (``TRITON_INTERPRET=1`` in the environment at that moment gives the int
 Each kernel reads every input once and writes its output once:
 
 - ``lincomb``: ``out = a x + sum_i b_i v_i`` for up to ``MAX_TERMS - 1`` terms in one pass
-  (longer sums are chained). Coefficients are Python floats (passed as kernel arguments,
-  split into a float32 hi/lo pair so float64 states keep ~48 bits) or tensors of shape
+  (longer sums are chained into a scratch increment). The increment is summed first and
+  ``a x`` added last, so ``x + increment`` is rounded once at the size of ``x``.
+  Coefficients are Python floats (passed as kernel arguments, split into a float32 hi/lo pair
+  so float64 states keep ~48 bits) or tensors of shape
   ``()``/``(batch,)`` read on the device, so no coefficient ever crosses to the host.
 - ``sq_norms``: per-sample sums of squares of k tensors (two-level: per-block partial
   sums, then a deterministic torch sum, so results do not depend on scheduling).
@@ -34,8 +36,9 @@ from torch import Tensor
 
 __all__ = ["lincomb", "sq_norms", "error_norm", "lincomb_error_norm", "philox_normal", "MAX_TERMS", "INTERPRETED"]
 
-#: most tensors (x included) one ``lincomb`` launch reads; longer sums are chained.
-MAX_TERMS = 8
+#: most tensors (x included) one ``lincomb`` launch reads (RK4 on the reverse process: 9; dopri5: 13);
+#: longer increments are summed in a scratch tensor first.
+MAX_TERMS = 16
 #: True when triton runs these kernels in its CPU interpreter (TRITON_INTERPRET=1 at import time).
 INTERPRETED = (bool(triton.knobs.runtime.interpret) if hasattr(triton, "knobs")
                else os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes"))
@@ -73,10 +76,12 @@ def _lincomb_kernel(out_ptr, vs, ptrs, strides, hi, lo, total, N,
         acc = tl.zeros((BLOCK,), tl.float64)
     else:
         acc = tl.zeros((BLOCK,), tl.float32)
-    for i in tl.static_range(NT):
+    for i in tl.static_range(1, NT):  # the increment first, then a x: one rounding at the size of x
         c = _coef(ptrs, strides, hi, lo, row, i, VEC, F64, mask)
         v = tl.load(vs[i] + offs, mask=mask, other=0.0)
         acc += c * v.to(acc.dtype)
+    x = tl.load(vs[0] + offs, mask=mask, other=0.0)
+    acc += _coef(ptrs, strides, hi, lo, row, 0, VEC, F64, mask) * x.to(acc.dtype)
     tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=mask)
 
 
@@ -132,12 +137,13 @@ def _lincomb_error_kernel(out_ptr, part_ptr, x_ptr, vs, ptrs, strides, hi, lo, e
     else:
         dt = tl.float32
     x = tl.load(x_ptr + offs, mask=mask, other=0.0).to(dt)
-    acc = _coef(ptrs, strides, hi, lo, b, 0, VEC, F64, True) * x
+    acc = tl.zeros((BLOCK,), dt)
     err = tl.zeros((BLOCK,), dt)
     for i in tl.static_range(NT):
         v = tl.load(vs[i] + offs, mask=mask, other=0.0).to(dt)
         acc += _coef(ptrs, strides, hi, lo, b, i + 1, VEC, F64, True) * v
         err += _coef(eptrs, estrides, ehi, elo, b, i, EVEC, F64, True) * v
+    acc += _coef(ptrs, strides, hi, lo, b, 0, VEC, F64, True) * x  # increment first, then a x
     x1 = acc.to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + offs, x1, mask=mask)
     r = err / (tl.maximum(tl.abs(x), tl.abs(x1.to(dt))) * rtol + atol)
@@ -208,9 +214,9 @@ def lincomb(x: Tensor, a: float | Tensor, terms: Sequence[tuple[float | Tensor, 
             out: Tensor | None = None) -> Tensor:
     """Fused ``a x + sum_i b_i v_i`` (all tensors of ``x``'s shape, dtype and device)."""
     terms = list(terms)
-    if len(terms) + 1 > MAX_TERMS:
-        out = lincomb(x, a, terms[:MAX_TERMS - 1], out=out)
-        return lincomb(out, 1.0, terms[MAX_TERMS - 1:], out=out)
+    if len(terms) + 1 > MAX_TERMS:  # sum the increment in a scratch tensor (chained), then add a x once
+        (b0, v0), rest = terms[0], terms[1:]
+        return lincomb(x, a, [(1.0, lincomb(v0, b0, rest))], out=out)
     target = out
     if out is None or not out.is_contiguous():
         out = torch.empty_like(x, memory_format=torch.contiguous_format)

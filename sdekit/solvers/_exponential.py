@@ -32,7 +32,8 @@ from torch import Tensor
 
 from .._utils import check_bool, check_buffer, check_real, compiling
 from ..kernels import lincomb
-from .base import Solver, spare
+from .base import Solver
+from .runge_kutta import state_update
 
 __all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "coef_times", "phi", "weights",
            "data_prediction", "take_buffer", "push_history", "from_pure_noise", "order_cap", "ExponentialMultistep"]
@@ -256,7 +257,7 @@ class ExponentialMultistep(Solver):
         if self.stochastic:
             decay = decay * torch.exp(-eta * h)
             terms.append(((s1 * torch.sqrt(-torch.expm1(-2.0 * eta * h))).to(x.dtype), noise.z))
-        out = lincomb(x, decay.to(x.dtype), terms, out=spare(state, x))
+        out = state_update(state, x, [((decay - 1.0).to(x.dtype), x)] + terms)  # x + increment, compensated
         push_history(state, hist[1:] if from_pure_noise(process, t0, state) else hist, self.max_order - 1)
         state["i"] += 1
         return out, state, None

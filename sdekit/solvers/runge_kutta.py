@@ -59,6 +59,39 @@ DOPRI5 = Tableau(
     fsal=True)
 
 TABLEAUX = {t.name: t for t in (EULER, HEUN, RK4, BOSH3, DOPRI5)}
+_COMPENSATED = (torch.float32, torch.float16, torch.bfloat16)  # states whose updates carry a Kahan term
+
+
+def state_update(state: dict, x: torch.Tensor, terms: list, *, out: torch.Tensor | None = None,
+                 key: str = "comp") -> torch.Tensor:
+    """The step's new state ``x + sum_i b_i v_i`` (``terms``), into ``out`` (default: a ping-pong buffer).
+
+    float32 and half states are updated with compensated (Kahan) summation: the part of each
+    increment that adding it to ``x`` rounds away is kept in ``state["comp"]`` and carried into
+    the next step, so round-off does not random-walk with the number of steps (two more passes
+    over the state, through :func:`sdekit.kernels.lincomb` on either backend). If ``x`` is not the
+    state this function returned last (a condition replaced it between steps), the carry restarts.
+    ``key`` names the carry (a solver with two chains of states keeps two).
+    """
+    out = spare(state, x) if out is None else out
+    if x.dtype not in _COMPENSATED:
+        return lincomb(x, 1.0, terms, out=out)
+    comp = carry(state, x, key)
+    if comp is None:
+        comp = state[key] = torch.zeros_like(x)
+    inc = lincomb(comp, 1.0, terms, out=buffer(state, key + "_inc", x))  # dx + the carried low part
+    out = lincomb(x, 1.0, [(1.0, inc)], out=out)                          # x + dx, rounded once
+    lincomb(inc, 1.0, [(1.0, x), (-1.0, out)], out=comp)                  # inc - (out - x): what was lost
+    state[key + "_for"] = out
+    return out
+
+
+def carry(state: dict, x: torch.Tensor, key: str = "comp") -> torch.Tensor | None:
+    """The low part :func:`state_update` carries for the state ``x``, or None (none yet, or ``x`` was replaced)."""
+    comp = state.get(key)
+    if comp is None or state.get(key + "_for") is not x or comp.shape != x.shape or comp.dtype != x.dtype:
+        return None
+    return comp
 
 
 def rk_stages(tableau: Tableau, process, t0: torch.Tensor, h: torch.Tensor, x: torch.Tensor, state: dict,
@@ -102,7 +135,7 @@ class ExplicitRK(Solver):
                          for j, (c, v) in enumerate(terms)]
             stages.append(terms)
         terms = [(h * b * c, v) for b, ts in zip(tab.b, stages) if b != 0.0 for c, v in ts]
-        return lincomb(x, 1.0, terms, out=spare(state, x)), state, None
+        return state_update(state, x, terms), state, None
 
 
 @register

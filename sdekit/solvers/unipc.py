@@ -33,7 +33,8 @@ from ._exponential import (
     take_buffer,
     weights,
 )
-from .base import Solver, register, spare
+from .base import Solver, buffer, register, spare
+from .runge_kutta import carry, state_update
 
 
 @register
@@ -72,14 +73,14 @@ class UniPC(Solver):
     def init(self, process, x, t0):
         return {"hist": [], "i": 0}
 
-    def _update(self, sde, x, cs, ct, ls, lt, points, out):
-        """Exponential Adams step from ``(x, s)`` to ``t`` with the ``(lambda, D)`` ``points``."""
+    def _terms(self, sde, x, cs, ct, ls, lt, points):
+        """Increment terms of the exponential Adams step from ``(x, s)`` to ``t`` through the ``(lambda, D)``
+        ``points``; the decay's change ``sigma_t/sigma_s - 1`` (float64) is the term in ``x`` itself."""
         h = lt - ls
         w = self._weights([(lj - ls) / h for lj, _ in points], h)
         ct64 = ct.to(torch.float64)
         a1, s1, s0 = sde.alpha(ct64), sde.sigma(ct64), sde.sigma(cs.to(torch.float64))
-        terms = [((a1 * wj).to(x.dtype), dj) for wj, (_, dj) in zip(w, points)]
-        return lincomb(x, (s1 / s0).to(x.dtype), terms, out=out)
+        return [((s1 / s0 - 1.0).to(x.dtype), x)] + [((a1 * wj).to(x.dtype), dj) for wj, (_, dj) in zip(w, points)]
 
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
@@ -89,14 +90,20 @@ class UniPC(Solver):
         start = state.get("start")
         if start is None:
             start = state["start"] = x.clone()
-        elif self.corrector:  # UniC: redo the previous step with the new point at r = 1, in place
+        elif self.corrector:  # UniC: redo the previous step with the new point at r = 1 (ping-pong buffers)
             prev = state["hist"][:state["n_prev"]]
-            self._update(sde, start, state["c_prev"], c0, prev[0][0], l0, prev + [(l0, d0)], out=start)
+            # the corrected states are the solution's chain: compensated updates (runge_kutta.state_update)
+            corrected = state_update(state, start, self._terms(sde, start, state["c_prev"], c0, prev[0][0], l0,
+                                                               prev + [(l0, d0)]),
+                                     out=buffer(state, "start_free", start))  # ping-pong: out may not alias x
+            state["start"], state["start_free"], start = corrected, start, corrected
         else:
             start.copy_(x)
         hist = [(l0, d0)] + state["hist"]
         n = min(self.predictor_order, len(hist), order_cap(state, self.lower_order_final))
-        out = self._update(sde, start, c0, c1, l0, l1, hist[:n], out=spare(state, x))
+        terms = self._terms(sde, start, c0, c1, l0, l1, hist[:n])
+        comp = carry(state, start)
+        out = lincomb(start, 1.0, terms + ([] if comp is None else [(1.0, comp)]), out=spare(state, x))
         state["c_prev"], state["n_prev"] = c0, n
         if from_pure_noise(process, t0, state):  # nothing to correct with a point at lambda = -inf
             hist = hist[1:]

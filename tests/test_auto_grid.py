@@ -1,0 +1,111 @@
+"""schedule="auto": a time grid tuned to the model from a cheap pilot (issue 12, item 4)."""
+
+import pytest
+import torch
+
+import sdekit
+from sdekit.grids import tune
+from sdekit.testing import GaussianMixture
+
+SDE = sdekit.VPSDE()
+# held out: no default and no tuning setting of sdekit was chosen on this mixture (seed 4242)
+MIX = GaussianMixture.random(6, 5, std=(0.05, 0.3), generator=torch.Generator().manual_seed(4242))
+SCORE = MIX.score_fn(SDE)
+
+
+def test_auto_grid_shape_monotone_range_and_pilot_nfe_reported():
+    x_T = SDE.prior_sample((32, 6), generator=torch.Generator().manual_seed(7))
+    sol = sdekit.solve(SCORE, SDE, "unipc", x_T=x_T, nfe=6, schedule="auto")
+    steps = sol.nfe - 1  # one NFE per unipc step, plus the denoising step
+    assert sol.nfe == 6 and sol.steps == steps == 5
+    assert sol.stats["pilot_nfe"] > 0 and sol.stats["cached"] is False  # the pilot is counted apart from sol.nfe
+    grid = tune(SCORE, SDE, "unipc", 6, shape=(1, 6), dtype=x_T.dtype)  # the cached grid solve() used
+    assert grid.dtype == torch.float64 and grid.numel() == steps + 1
+    assert bool((torch.diff(grid) < 0).all())
+    assert float(grid[0]) == SDE.T and float(grid[-1]) == SDE.eps
+    info = {}
+    tune(SCORE, SDE, "unipc", 6, shape=(1, 6), dtype=x_T.dtype, info=info)
+    assert info["cached"] is True and info["pilot_nfe"] == 0
+    again = sdekit.solve(SCORE, SDE, "unipc", x_T=x_T, nfe=6, schedule=grid)
+    assert torch.equal(again.x, sol.x)
+
+
+def test_auto_grid_is_deterministic_for_a_fixed_pilot_seed():
+    a = tune(SCORE, SDE, "dpmpp_3m", 6, shape=(1, 6), seed=3, cache=False)
+    b = tune(SCORE, SDE, "dpmpp_3m", 6, shape=(1, 6), seed=3, cache=False)
+    assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp_3m"])
+def test_auto_grid_strictly_lowers_the_pilot_error_against_the_default_grid(solver):
+    info = {}
+    tune(SCORE, SDE, solver, 8, shape=(1, 6), seed=1, info=info, cache=False)
+    assert info["pilot_error"] < info["default_error"], info
+
+
+@pytest.mark.parametrize("solver", ["unipc", "dpmpp_3m"])
+def test_auto_grid_lowers_the_ode_map_error_on_samples_outside_the_pilot(solver):
+    """Measured on these 256 samples (RMS error): unipc 0.15 with "auto" vs 0.23 on its default grid at
+    6 NFE, dpmpp_3m 0.19 vs 0.25 (at 8 NFE the two are within 2%, at 20 NFE "auto" is 1.1-8x better)."""
+    x_T = SDE.prior_sample((256, 6), generator=torch.Generator().manual_seed(99), dtype=torch.float64)
+    ref = sdekit.sample(SCORE, SDE, "ode_adaptive", x_T=x_T, rtol=1e-8, atol=1e-8)
+    errs = {}
+    for schedule in ("auto", None):
+        x = sdekit.sample(SCORE, SDE, solver, x_T=x_T, nfe=6, schedule=schedule)
+        errs[schedule] = float((x - ref).pow(2).mean().sqrt())
+    assert errs["auto"] < 0.9 * errs[None], errs
+
+
+def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return SCORE(x, t)
+
+    with pytest.raises(ValueError, match="fixed-step ODE solver"):
+        tune(score, SDE, "euler_maruyama", 10, shape=(1, 6))
+    with pytest.raises(ValueError, match="nfe= or steps="):
+        tune(score, SDE, "unipc", shape=(1, 6))
+    with pytest.raises(ValueError, match="shape"):
+        tune(score, SDE, "unipc", 10)
+    with pytest.raises(ValueError, match="fixed-step ODE solver"):
+        sdekit.sample(score, SDE, "pc", shape=(4, 6), steps=10, schedule="auto")
+    assert not calls
+
+
+def test_auto_grid_cache_is_keyed_by_the_score_function_and_holds_no_reference():
+    import gc
+    import weakref
+
+    def make():
+        return MIX.score_fn(SDE)
+
+    first, info = make(), {}
+    tune(first, SDE, "unipc", 4, shape=(1, 6), info=info)
+    assert info["cached"] is False
+    tune(first, SDE, "unipc", 4, shape=(1, 6), info=info)
+    assert info["cached"] is True
+    other = make()  # the same model, another function object: tuned anew, not mistaken for the first
+    tune(other, SDE, "unipc", 4, shape=(1, 6), info=info)
+    assert info["cached"] is False
+    ref = weakref.ref(first)
+    del first
+    gc.collect()
+    assert ref() is None  # the cache does not keep a model alive
+
+
+def test_get_grid_explains_that_auto_needs_the_model():
+    with pytest.raises(ValueError, match="grids.tune"):
+        sdekit.grids.get_grid("auto", SDE, 10)
+
+
+def test_auto_grid_pilot_runs_in_the_sampling_dtype():
+    """A float32 network must not be fed float64 by the pilot."""
+    def score32(x, t):
+        assert x.dtype == torch.float32 and t.dtype == torch.float32
+        return SCORE(x, t)
+
+    sol = sdekit.solve(score32, SDE, "dpmpp_3m", shape=(8, 6), nfe=5, schedule="auto",
+                       generator=torch.Generator().manual_seed(0))
+    assert sol.x.dtype == torch.float32 and sol.stats["pilot_nfe"] > 0
