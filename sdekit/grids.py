@@ -163,7 +163,7 @@ def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | N
     An explicit schedule (a tensor, or a callable whose output is not what it was asked for) must not
     silently override ``steps=``, ``nfe=`` or ``eps=``:
 
-    - a tensor fixes the steps: ``steps=`` must equal ``len(schedule) - 1`` and ``nfe=`` is refused;
+    - a tensor fixes the steps: ``steps=`` (or the steps that fit ``nfe=``) must equal ``len(schedule) - 1``;
     - a callable is called with the ``steps`` (from ``steps=`` or ``nfe=``) and ``eps``; it must return
       ``steps + 1`` times when ``steps=`` or ``nfe=`` was given;
     - with ``eps=``, the grid must end at ``eps``.
@@ -188,9 +188,6 @@ def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | N
     n = grid.numel() - 1
     kind = "tensor" if isinstance(schedule, Tensor) else "callable"
     if explicit:
-        if isinstance(schedule, Tensor) and nfe is not None:
-            raise ValueError(f"nfe={nfe} cannot be honoured with a tensor schedule: its {n + 1} times fix the "
-                             "steps (and so the NFE); drop nfe= or pass a schedule name or callable")
         if steps is not None and n != steps:
             asked = f"steps={steps}" if nfe is None else f"the {steps} steps that fit nfe={nfe}"
             raise ValueError(f"the {kind} schedule gives {n} steps ({n + 1} times) but {asked}"
