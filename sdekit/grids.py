@@ -16,7 +16,7 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "check_run_grid",
+__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "default_schedule", "check_run_grid",
            "check_grid_memory", "check_save_memory", "tune", "resolve_auto", "SCHEDULES", "Schedule"]
 
 
@@ -106,6 +106,14 @@ SCHEDULES: dict[str, Callable[..., Tensor]] = {"uniform": uniform, "quadratic": 
                                                "karras": karras, "snr_power": snr_power}
 
 
+def default_schedule(solver: Any, sde: SDE) -> str:
+    """The grid a run of ``solver`` on ``sde`` uses when no ``schedule=`` is given: the solver's
+    ``default_schedule``, unless the process replaces it (``sde.schedule_defaults``; e.g. a
+    :class:`~sdekit.sde.FlowSDE` runs the karras-default solvers on ``logsnr``)."""
+    name = solver.default_schedule
+    return getattr(sde, "schedule_defaults", {}).get(name, name)
+
+
 def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = None,
              T: float | None = None) -> Tensor:
     """Resolve ``schedule`` (a name, a callable ``(sde, steps, eps=, T=)`` or an explicit tensor) to times.
@@ -134,7 +142,10 @@ def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = No
     else:
         raise TypeError(f"schedule must be a name, a callable or a tensor of times, got {type(schedule).__name__}")
     if not bool(torch.isfinite(grid).all()):
-        raise ValueError("schedule produced non-finite times")
+        what = f"schedule {schedule!r}" if isinstance(schedule, str) else "the schedule"
+        raise ValueError(f"{what} produced non-finite times on [eps={eps if eps is not None else sde.eps}, "
+                         f"sde.T={sde.T}] for {sde!r} (a log-SNR grid needs alpha(t), sigma(t) > 0 in float64 at "
+                         "both ends: a too large T or a too small eps underflows them)")
     if not bool((torch.diff(grid) < 0).all()):
         if isinstance(schedule, str):  # a named schedule is decreasing in exact arithmetic: its times collapsed
             e, t_end = _endpoints(sde, eps, T)
@@ -215,7 +226,10 @@ def check_run_grid(schedule: Schedule, grid: Tensor, sde: SDE, *, steps: int | N
                              f"T={float(grid[0]):.6g}; use a larger eps, fewer steps or a float64 state")
         if needs_sde:
             a, sg = sde.alpha(tg), sde.sigma(tg)
-            bad = ~(torch.isfinite(a) & torch.isfinite(sg) & (a > 0) & (sg > 0))
+            # an exact pure-noise point (log-SNR = -inf analytically: FlowSDE at t=1) is not an underflow; the
+            # solvers that cannot start there are refused by sde.check_start
+            pure = torch.isneginf(sde.log_snr(grid.to(torch.float64)))
+            bad = ~(torch.isfinite(a) & torch.isfinite(sg) & ((a > 0) | pure) & (sg > 0))
             if bool(bad.any()):
                 j = int(bad.nonzero()[0, 0])
                 raise ValueError(f"alpha(t)={float(a[j]):.6g}, sigma(t)={float(sg[j]):.6g} at t={float(tg[j]):.6g} in "
@@ -421,7 +435,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e,
                     callback=lambda s: times.append(s.t))
     ref, nfe_used = ref_sol.x, ref_sol.nfe
-    default = get_grid(solver.default_schedule, sde, steps, eps=e)
+    default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)
 
     def loss(grid: Tensor) -> float:
         nonlocal nfe_used

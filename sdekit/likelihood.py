@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ._utils import check_int, check_not_meta, check_real
-from .grids import Schedule, get_grid
+from .grids import Schedule, default_schedule, get_grid
 from .integrate import integrate
 from .noise import GaussianNoise
 from .process import ReverseProcess, ScoreFn
@@ -86,6 +86,22 @@ _NO_GRAPH = ("likelihood needs a score_fn that is differentiable in x: its outpu
              "score from differentiable torch operations of x (if it truly does not depend on x, add 0 * x)")
 
 
+
+class _Checked:
+    """The score function the likelihood's process evaluates: the user's, with the graph check on
+    every output; a score function that predicts ``D`` itself (``data_prediction``, e.g.
+    :func:`sdekit.score.from_flow`, finite where ``alpha = 0``) keeps that route, checked alike."""
+
+    def __init__(self, flow: Any) -> None:
+        self.flow = flow
+        fn = getattr(flow.score_fn, "data_prediction", None)
+        if callable(fn):
+            self.data_prediction = lambda x, t: flow._checked(fn(x, t), x)
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        return self.flow._checked_score(x, t)
+
+
 class AugmentedFlow:
     """The PF-ODE drift with its divergence as extra columns, packed in one ``(B, D + P)`` tensor.
 
@@ -102,9 +118,9 @@ class AugmentedFlow:
     """
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, shape: Sequence[int], probes: Tensor | None) -> None:
-        self.process = ReverseProcess(sde, self._checked_score, lam=0.0, grad=True)
         self.score_fn = score_fn
         self._connected = False
+        self.process = ReverseProcess(sde, _Checked(self), lam=0.0, grad=True)
         self.sde = sde
         self.shape = tuple(shape)
         self.dim = math.prod(self.shape[1:])
@@ -123,7 +139,10 @@ class AugmentedFlow:
         the score's part (about 10 nats in 2-D on VP). Checked on every call (``requires_grad``) and,
         on the first, with one VJP that the graph actually reaches ``x`` (not only model parameters).
         """
-        s = self.score_fn(x, t)
+        return self._checked(self.score_fn(x, t), x)
+
+    def _checked(self, s: Any, x: Tensor) -> Any:
+        """``s`` (a score, or a data prediction ``D``) after the graph check of :meth:`_checked_score`."""
         if not isinstance(s, Tensor) or not x.requires_grad:
             return s  # the shape/type checks are ReverseProcess.score's
         if not s.requires_grad:
@@ -219,7 +238,7 @@ def _grid(sde: SDE, solver: Solver, steps: int | None, schedule: Schedule | None
         if eps >= sde.T:
             raise ValueError(f"eps must be < sde.T={sde.T}, got eps={eps}")
     steps = check_int("steps", solver.default_steps if steps is None else steps, minimum=1)
-    return get_grid(solver.default_schedule if schedule is None else schedule, sde, steps, eps=eps)
+    return get_grid(default_schedule(solver, sde) if schedule is None else schedule, sde, steps, eps=eps)
 
 
 def _integrate_ode(process: Any, solver: Solver, grid: Tensor, x: Tensor, progress: bool):

@@ -10,7 +10,15 @@ from torch import Tensor
 
 from ._utils import check_int, check_not_meta, check_real
 from .capture import check_compile, step_function
-from .grids import Schedule, check_grid_memory, check_run_grid, check_save_memory, get_grid, resolve_auto
+from .grids import (
+    Schedule,
+    check_grid_memory,
+    check_run_grid,
+    check_save_memory,
+    default_schedule,
+    get_grid,
+    resolve_auto,
+)
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
 from .kernels import use_backend
 from .noise import GaussianNoise, NoiseSource, PerSampleNoise, PhiloxNoise
@@ -212,7 +220,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     check_grid_memory(steps, "nfe" if nfe is not None else "steps")
-    resolved, auto_stats = resolve_auto(solver.default_schedule if schedule is None else schedule, score_fn, sde,
+    resolved, auto_stats = resolve_auto(default_schedule(solver, sde) if schedule is None else schedule, score_fn, sde,
                                         solver, steps, shape=shape, x_T=x_T, eps=eps, dtype=dtype, device=device)
     grid = get_grid(resolved, sde, steps, eps=eps)
     check_run_grid(None if auto_stats else schedule, grid, sde, steps=asked, nfe=nfe, eps=eps,
@@ -278,7 +286,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
         nfe: a budget of score evaluations; the largest number of steps that fits it is used
             (the denoising step included). Give ``steps`` or ``nfe``, not both.
         schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
-            or a tensor of times (default: the solver's ``default_schedule``); ``"auto"`` tunes one
+            or a tensor of times (default: the solver's ``default_schedule``, see
+            :func:`sdekit.grids.default_schedule`); ``"auto"`` tunes one
             to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``).
         eps: the last time of the grid (default ``sde.eps``).
         generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.

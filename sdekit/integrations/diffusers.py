@@ -43,7 +43,7 @@ from diffusers.utils import BaseOutput
 from torch import Tensor
 
 from .._utils import bcast, check_int
-from ..grids import get_grid
+from ..grids import default_schedule, get_grid
 from ..noise import GaussianNoise, GeneratorListNoise, StepNoise
 from ..process import ReverseProcess
 from ..sampling import steps_for_nfe
@@ -177,7 +177,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                              "timesteps/sigmas are not supported (give schedule= to the scheduler instead)")
         nfe = check_int("num_inference_steps", num_inference_steps, minimum=2)
         steps = steps_for_nfe(self.solver, nfe, denoise=True)
-        schedule = self.config.schedule or self.solver.default_schedule
+        schedule = self.config.schedule or default_schedule(self.solver, self.sde)
         if isinstance(self.sde, FlowSDE) and self.config.shift != 1.0:
             # SD3 spacing: laid out on FlowSDE(shift) time down to FlowMatchEuler's own end point (its
             # training sigma_min = shift(1/N), shifted once more), so ode_euler here is that scheduler
