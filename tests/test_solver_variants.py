@@ -132,3 +132,45 @@ def test_dpm_solver_third_order_form_is_second_order():
     assert abs(slope(steps, _errors("vp", "dpmpp_3m", steps, 0.4)) - 3) < 0.3
     with pytest.raises(ValueError, match="third_order"):
         resolve("dpmpp_3m_sde", third_order="taylor")
+
+
+# --------------------------------------------------------------------------- DPM-2, ancestral 2S (issue 13)
+
+
+@pytest.mark.parametrize("sde_name", ["vp", "edm"])
+def test_dpm_2_order(sde_name):
+    """DPM-2 (midpoint in sigma/alpha, stage at the geometric mean) is second order on the exact Gaussian
+    PF-ODE flow (32/64/128 steps; measured slopes 2.00 on VP, 2.02 on EDM Karras grids)."""
+    steps = [32, 64, 128]
+    errs = _errors(sde_name, "dpm_2", steps, 0.4, schedule="karras" if sde_name == "edm" else "uniform")
+    assert abs(slope(steps, errs) - 2) < 0.3, errs
+    assert resolve("dpm_2").order == 2 and resolve("dpm_2_ancestral").weak_order == 1
+
+
+def test_dpmpp_2s_ancestral_at_eta_0_is_second_order():
+    """The deterministic member of the ancestral 2S (the midpoint DPM-Solver++(2S)): slope 1.99 on VP."""
+    steps = [32, 64, 128]
+    errs = _errors("vp", "dpmpp_2s_ancestral", steps, 0.4, eta=0.0)
+    assert abs(slope(steps, errs) - 2) < 0.3, errs
+    assert not resolve("dpmpp_2s_ancestral", eta=0.0).stochastic
+
+
+@pytest.mark.parametrize("solver", ["dpm_2_ancestral", "dpmpp_2s_ancestral"])
+def test_ancestral_two_stage_samplers_hit_the_gaussian_target(solver):
+    """eta=1 re-injects the DDPM posterior's noise: on a single Gaussian the samples' per-dimension
+    variance matches the data's (4000 samples, 40 VP steps; measured ratios 0.94-1.09; with the
+    re-injected noise scaled by 0.7 they drop to ~0.5)."""
+    sde, mix = SDES["vp"], _gaussian()
+    x = sdekit.sample(mix.score_fn(sde), sde, solver, shape=(4000, 4), steps=40, dtype=torch.float64,
+                      generator=torch.Generator().manual_seed(2), denoise=True)
+    var = mix.stds[0] ** 2
+    assert torch.allclose(x.var(0), var, rtol=0.12), (x.var(0), var)
+    assert torch.allclose(x.mean(0), mix.means[0], atol=0.05)
+
+
+@pytest.mark.parametrize("solver", ["dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral"])
+def test_eta_outside_0_1_is_refused(solver):
+    with pytest.raises(ValueError, match="eta"):
+        resolve(solver, eta=1.5)
+    with pytest.raises(TypeError, match="eta"):
+        resolve(solver, eta="1")

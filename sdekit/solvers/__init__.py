@@ -7,9 +7,11 @@ whether it is stochastic. See :mod:`sdekit.solvers.base` for the rules of writin
 from . import (  # noqa: F401  (registration)
     ancestral,
     ddim,
+    dpm_2,
     dpmpp_2m,
     dpmpp_2m_sde,
     dpmpp_2s,
+    dpmpp_2s_ancestral,
     dpmpp_3m,
     dpmpp_3m_sde,
     edm_heun,
