@@ -139,6 +139,11 @@ def _unipc_bh1(steps, dtype):
     return x, ours
 
 
+def _to_first_train_time(sch):
+    """The scheduler's timesteps and its final target, the first training time (DEIS's last sigma)."""
+    return torch.cat([sch.timesteps, torch.zeros(1, dtype=sch.timesteps.dtype)])
+
+
 DPM = "DPMSolverMultistepScheduler"
 SDE_DPM = {"algorithm_type": "sde-dpmsolver++"}
 D2_WHY = ("diffusers' third-order step weights the second divided difference D2 by (e^-h-1+h)/h^2 - 1/2 ~ h/6, "
@@ -203,8 +208,14 @@ ROWS = [
         _vp("DPMSolverSinglestepScheduler", "dpmpp_2m", solver_type="midpoint"), tol=0.2,
         why="singlestep DPM-Solver++(2S) whose stage is the next timestep of the grid (order list 1, 2, 1, 2...) "
             "is not sdekit's dpmpp_2s (stage at a fixed fraction r of the step)"),
-    Row("DEISMultistepScheduler", "none (`dpmpp_2m` shown)", _vp("DEISMultistepScheduler", "dpmpp_2m"), tol=0.2,
-        why="DEIS (exponential Adams on the noise prediction in log-rho time) is not an sdekit solver"),
+    Row("DEISMultistepScheduler (default: order 2, logrho)",
+        '`deis`, `order=2`, `schedule=sde.times([*timesteps, 0])`, `denoise=False`',
+        _vp("DEISMultistepScheduler", "deis", grid=_to_first_train_time, denoise=False, order=2)),
+    Row("DEISMultistepScheduler(solver_order=3)", '`deis` (as above, default `order=3`)',
+        _vp("DEISMultistepScheduler", "deis", config={"solver_order": 3}, grid=_to_first_train_time, denoise=False),
+        tol=3e-5, why="equivalent; the difference is diffusers' round-off: its closed-form log-rho coefficients are "
+                      "differences of rho (ln rho)^2 terms taken in its float32 sigmas (with the sigmas cast to "
+                      "float64 it reads 3e-8; at 50 steps 9e-5)"),
     Row("UniPCMultistepScheduler (default: bh2)", "`unipc`, `lower_order_final=False`",
         _vp("UniPCMultistepScheduler", "unipc", lower_order_final=False)),
     Row("UniPCMultistepScheduler(solver_type='bh1'), before its last step",

@@ -7,6 +7,7 @@ whether it is stochastic. See :mod:`sdekit.solvers.base` for the rules of writin
 from . import (  # noqa: F401  (registration)
     ancestral,
     ddim,
+    deis,
     dpm_2,
     dpmpp_2m,
     dpmpp_2m_sde,
