@@ -204,10 +204,10 @@ ROWS = [
         why="diffusers' SDE third-order step weights D2 by (1-e^-2h-2h)/(2h)^2 - 1/2 ~ -1 + h/3, an O(1) weight "
             "(the +1/2 of a consistent form has the wrong sign), so the step is only first order; with that "
             "weight sdekit reproduces it to 6e-7"),
-    Row("DPMSolverSinglestepScheduler", "none (`dpmpp_2m` midpoint shown)",
-        _vp("DPMSolverSinglestepScheduler", "dpmpp_2m", solver_type="midpoint"), tol=0.2,
-        why="singlestep DPM-Solver++(2S) whose stage is the next timestep of the grid (order list 1, 2, 1, 2...) "
-            "is not sdekit's dpmpp_2s (stage at a fixed fraction r of the step)"),
+    Row("DPMSolverSinglestepScheduler (default: order 2, midpoint)", '`dpmpp_singlestep`, `solver_type="midpoint"`',
+        _vp("DPMSolverSinglestepScheduler", "dpmpp_singlestep", solver_type="midpoint")),
+    Row("DPMSolverSinglestepScheduler(solver_type='heun')", "`dpmpp_singlestep`",
+        _vp("DPMSolverSinglestepScheduler", "dpmpp_singlestep", config={"solver_type": "heun"})),
     Row("DEISMultistepScheduler (default: order 2, logrho)",
         '`deis`, `order=2`, `schedule=sde.times([*timesteps, 0])`, `denoise=False`',
         _vp("DEISMultistepScheduler", "deis", grid=_to_first_train_time, denoise=False, order=2)),

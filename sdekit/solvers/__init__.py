@@ -13,6 +13,7 @@ from . import (  # noqa: F401  (registration)
     dpmpp_2m_sde,
     dpmpp_2s,
     dpmpp_2s_ancestral,
+    dpmpp_singlestep,
     dpmpp_3m,
     dpmpp_3m_sde,
     edm_heun,
