@@ -144,6 +144,11 @@ def _to_first_train_time(sch):
     return torch.cat([sch.timesteps, torch.zeros(1, dtype=sch.timesteps.dtype)])
 
 
+def _pndm_grid(sch):
+    """PNDM's full steps (its PRK half steps ``t - ratio/2`` are the solver's stages)."""
+    return torch.from_numpy(sch._timesteps.copy()).flip(0).long()
+
+
 DPM = "DPMSolverMultistepScheduler"
 SDE_DPM = {"algorithm_type": "sde-dpmsolver++"}
 D2_WHY = ("diffusers' third-order step weights the second divided difference D2 by (e^-h-1+h)/h^2 - 1/2 ~ h/6, "
@@ -160,11 +165,11 @@ ROWS = [
         _vp("DDIMScheduler", "ddim", config={"clip_sample": False})),
     Row("DDIMScheduler(clip_sample=False), step(eta=1)", "`ancestral` (= `ddim`, `eta=1`)",
         _vp("DDIMScheduler", "ancestral", seed=3, config={"clip_sample": False}, step_kwargs={"eta": 1.0})),
-    Row("PNDMScheduler", "none (`ddim` on its distinct timesteps shown, `denoise=False`)",
-        _vp("PNDMScheduler", "ddim", adapter_config={"set_alpha_to_one": True},
-            grid=lambda s: torch.unique(s.timesteps).flip(0), denoise=False), tol=0.5,
-        why="PRK warm-up + PLMS (4th-order Adams on the noise prediction) is not an sdekit solver; "
-            "(default set_alpha_to_one=False is refused: the adapter is built with True)"),
+    Row("PNDMScheduler (default: PRK warm-up + PLMS)",
+        "`pndm`, `schedule=sde.times(timesteps without PRK half steps)`, `denoise=False`",
+        _vp("PNDMScheduler", "pndm", adapter_config={"set_alpha_to_one": True}, grid=_pndm_grid, denoise=False),
+        why="equivalent (the default set_alpha_to_one=False is refused by from_diffusers: the adapter is built with "
+            "True; the peer's last step, to alphas_cumprod[0], is then the identity and sdekit's grid ends there)"),
     Row("LMSDiscreteScheduler", "`lms`, `parametrization=\"sigma\"`, `schedule=sigmas[:-1]`",
         _sigma("LMSDiscreteScheduler", "lms"), tol=1e-4,
         why="close here, but the last step differs in kind: diffusers' step to sigma = 0 is an order-4 LMS step, "

@@ -227,3 +227,18 @@ def test_dpmpp_singlestep_order_1_is_ddim_and_options_are_checked():
         resolve("dpmpp_singlestep", order=3)
     with pytest.raises(ValueError, match="solver_type"):
         resolve("dpmpp_singlestep", solver_type="bh2")
+
+
+# --------------------------------------------------------------------------- PNDM (issue 13)
+
+
+def test_pndm_order_and_nfe():
+    """PRK warm-up + PLMS measures second order on the exact Gaussian PF-ODE flow of VP (uniform grids,
+    32/64/128 steps: slope 1.95; 2.10 under EDM on Karras grids), with 4 NFE on each of the 3 warm-up steps."""
+    steps = [32, 64, 128]
+    errs = _errors("vp", "pndm", steps, 0.4)
+    assert abs(slope(steps, errs) - 2) < 0.3, errs
+    sde, mix = SDES["vp"], _gaussian()
+    sol = sdekit.solve(mix.score_fn(sde), sde, "pndm", shape=(2, 4), steps=10, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(0), denoise=False)
+    assert sol.nfe == resolve("pndm").nfe_for(10) == 10 + 9

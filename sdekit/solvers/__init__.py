@@ -21,6 +21,7 @@ from . import (  # noqa: F401  (registration)
     langevin,
     lms,
     pc,
+    pndm,
     reverse_diffusion,
     runge_kutta,
     unipc,
