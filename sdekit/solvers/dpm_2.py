@@ -47,8 +47,7 @@ def check_eta(eta: object) -> float:
 
 @register
 class DPM2(Solver):
-    """DPM-2: midpoint method in sigma/alpha with the stage at the geometric mean (order 2, 2 NFE/step);
-    ``eta > 0`` makes it ancestral (``dpm_2_ancestral``)."""
+    """DPM-2: midpoint in sigma/alpha, stage at the geometric mean (order 2, 2 NFE/step; ancestral if eta > 0)."""
 
     name = "dpm_2"
     kind = "ode"

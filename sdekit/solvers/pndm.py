@@ -34,8 +34,7 @@ PLMS = ((1.0,), (1.5, -0.5), (23 / 12, -16 / 12, 5 / 12), (55 / 24, -59 / 24, 37
 
 @register
 class PNDM(Solver):
-    """PNDM: three pseudo Runge–Kutta steps, then pseudo linear multistep on the DDIM transfer (1 NFE/step
-    after the warm-up)."""
+    """PNDM: 3 pseudo Runge–Kutta warm-up steps (4 NFE each), then PLMS on the DDIM transfer (1 NFE/step)."""
 
     name = "pndm"
     kind = "ode"
