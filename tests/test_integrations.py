@@ -259,3 +259,25 @@ def test_kdiffusion_stochastic_samplers_match_kdiffusion(ksampling, name, peer_o
     torch.manual_seed(5)
     out = getattr(sk, f"sample_{name}")(model, x, sigmas)
     assert float((out - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("solver", ["deis", "dpmpp_singlestep"])
+def test_unmodified_ddpm_pipeline_runs_the_new_one_call_solvers(ddpm_pipe, solver):
+    """The issue-13 solvers that call the model once per step (DEIS, singlestep DPM-Solver++) run inside
+    an unmodified DDPMPipeline and equal sdekit.sample on the same grid; the multi-stage ones are refused."""
+    config = ddpm_pipe.scheduler.config
+    ddpm_pipe.scheduler = SdekitScheduler.from_config(config, solver=solver)
+    try:
+        rec = _record(ddpm_pipe.scheduler)
+        ddpm_pipe(batch_size=2, num_inference_steps=8, generator=torch.Generator().manual_seed(0), output_type="pt")
+        grid = ddpm_pipe.scheduler._grid
+    finally:
+        ddpm_pipe.scheduler = diffusers.DDPMScheduler.from_config(config)
+    score, sde = sdekit.score.from_diffusers(ddpm_pipe.unet, ddpm_pipe.scheduler)
+    x_T = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        native = sdekit.sample(score, sde, solver, x_T=x_T, schedule=grid)
+    assert float((rec[-1].prev_sample - native).abs().max()) <= 1e-5 * float(native.abs().max())
+    for multi_stage in ("dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "pndm"):
+        with pytest.raises(ValueError, match="one per timestep"):
+            SdekitScheduler.from_config(config, solver=multi_stage)
