@@ -166,10 +166,10 @@ ROWS = [
     Row("DDIMScheduler(clip_sample=False), step(eta=1)", "`ancestral` (= `ddim`, `eta=1`)",
         _vp("DDIMScheduler", "ancestral", seed=3, config={"clip_sample": False}, step_kwargs={"eta": 1.0})),
     Row("PNDMScheduler (default: PRK warm-up + PLMS)",
-        "`pndm`, `schedule=sde.times(timesteps without PRK half steps)`, `denoise=False`",
-        _vp("PNDMScheduler", "pndm", adapter_config={"set_alpha_to_one": True}, grid=_pndm_grid, denoise=False),
-        why="equivalent (the default set_alpha_to_one=False is refused by from_diffusers: the adapter is built with "
-            "True; the peer's last step, to alphas_cumprod[0], is then the identity and sdekit's grid ends there)"),
+        "`pndm`, `schedule=sde.times(timesteps without PRK half steps)`, `denoise=False`; the adapter is built with "
+        "`set_alpha_to_one=True` (the default False is refused; the peer's last step, to alphas_cumprod[0], is then "
+        "the identity and sdekit's grid ends there)",
+        _vp("PNDMScheduler", "pndm", adapter_config={"set_alpha_to_one": True}, grid=_pndm_grid, denoise=False)),
     Row("LMSDiscreteScheduler", "`lms`, `parametrization=\"sigma\"`, `schedule=sigmas[:-1]`",
         _sigma("LMSDiscreteScheduler", "lms"), tol=1e-4,
         why="close here, but the last step differs in kind: diffusers' step to sigma = 0 is an order-4 LMS step, "
