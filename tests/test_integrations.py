@@ -226,3 +226,58 @@ def test_kdiffusion_sampler_refusals(ksampling):
         sk.sample_euler(model, x, torch.tensor([2.0, 1.0, 0.0]), extra_args=[1])
     with pytest.raises(ValueError, match="adaptive"):
         sk.sampler("ode_adaptive")
+
+
+@pytest.mark.parametrize("name", ["dpmpp_2m", "dpm_2"])
+def test_kdiffusion_midpoint_and_dpm2_samplers_match_kdiffusion(ksampling, name):
+    """sample_dpmpp_2m (the midpoint form) and sample_dpm_2 are k-diffusion's, to float32 round-off."""
+    from sdekit.integrations import k_diffusion as sk
+
+    model = TinyDenoiser()
+    sigmas = ksampling.get_sigmas_karras(8, 0.002, 80.0)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    with torch.no_grad():
+        ref = getattr(ksampling, f"sample_{name}")(model, x, sigmas, extra_args={"cond": 0.3}, disable=True)
+    out = getattr(sk, f"sample_{name}")(model, x, sigmas, extra_args={"cond": 0.3})
+    assert float((out - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("name, peer_options", [("dpmpp_2m_sde", {}), ("dpmpp_2m_sde_heun", {"solver_type": "heun"}),
+                                                ("dpm_2_ancestral", {}), ("dpmpp_2s_ancestral", {})])
+def test_kdiffusion_stochastic_samplers_match_kdiffusion(ksampling, name, peer_options):
+    """From the same global-RNG normals (one randn_like(x) per step), sdekit's samplers are k-diffusion's;
+    sample_dpmpp_2m_sde is the midpoint form, k-diffusion's default."""
+    from sdekit.integrations import k_diffusion as sk
+
+    model = TinyDenoiser()
+    sigmas = ksampling.get_sigmas_karras(8, 0.002, 80.0)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0)) * sigmas[0]
+    torch.manual_seed(5)
+    with torch.no_grad():
+        ref = getattr(ksampling, "sample_" + name.removesuffix("_heun"))(
+            model, x, sigmas, disable=True, noise_sampler=lambda s, sn: torch.randn_like(x), **peer_options)
+    torch.manual_seed(5)
+    out = getattr(sk, f"sample_{name}")(model, x, sigmas)
+    assert float((out - ref).abs().max()) <= 1e-5 * float(ref.abs().max())
+
+
+@pytest.mark.parametrize("solver", ["deis", "dpmpp_singlestep"])
+def test_unmodified_ddpm_pipeline_runs_the_new_one_call_solvers(ddpm_pipe, solver):
+    """The issue-13 solvers that call the model once per step (DEIS, singlestep DPM-Solver++) run inside
+    an unmodified DDPMPipeline and equal sdekit.sample on the same grid; the multi-stage ones are refused."""
+    config = ddpm_pipe.scheduler.config
+    ddpm_pipe.scheduler = SdekitScheduler.from_config(config, solver=solver)
+    try:
+        rec = _record(ddpm_pipe.scheduler)
+        ddpm_pipe(batch_size=2, num_inference_steps=8, generator=torch.Generator().manual_seed(0), output_type="pt")
+        grid = ddpm_pipe.scheduler._grid
+    finally:
+        ddpm_pipe.scheduler = diffusers.DDPMScheduler.from_config(config)
+    score, sde = sdekit.score.from_diffusers(ddpm_pipe.unet, ddpm_pipe.scheduler)
+    x_T = torch.randn((2, 3, 8, 8), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        native = sdekit.sample(score, sde, solver, x_T=x_T, schedule=grid)
+    assert float((rec[-1].prev_sample - native).abs().max()) <= 1e-5 * float(native.abs().max())
+    for multi_stage in ("dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "pndm"):
+        with pytest.raises(ValueError, match="one per timestep"):
+            SdekitScheduler.from_config(config, solver=multi_stage)

@@ -139,6 +139,16 @@ def _unipc_bh1(steps, dtype):
     return x, ours
 
 
+def _to_first_train_time(sch):
+    """The scheduler's timesteps and its final target, the first training time (DEIS's last sigma)."""
+    return torch.cat([sch.timesteps, torch.zeros(1, dtype=sch.timesteps.dtype)])
+
+
+def _pndm_grid(sch):
+    """PNDM's full steps (its PRK half steps ``t - ratio/2`` are the solver's stages)."""
+    return torch.from_numpy(sch._timesteps.copy()).flip(0).long()
+
+
 DPM = "DPMSolverMultistepScheduler"
 SDE_DPM = {"algorithm_type": "sde-dpmsolver++"}
 D2_WHY = ("diffusers' third-order step weights the second divided difference D2 by (e^-h-1+h)/h^2 - 1/2 ~ h/6, "
@@ -155,11 +165,11 @@ ROWS = [
         _vp("DDIMScheduler", "ddim", config={"clip_sample": False})),
     Row("DDIMScheduler(clip_sample=False), step(eta=1)", "`ancestral` (= `ddim`, `eta=1`)",
         _vp("DDIMScheduler", "ancestral", seed=3, config={"clip_sample": False}, step_kwargs={"eta": 1.0})),
-    Row("PNDMScheduler", "none (`ddim` on its distinct timesteps shown, `denoise=False`)",
-        _vp("PNDMScheduler", "ddim", adapter_config={"set_alpha_to_one": True},
-            grid=lambda s: torch.unique(s.timesteps).flip(0), denoise=False), tol=0.5,
-        why="PRK warm-up + PLMS (4th-order Adams on the noise prediction) is not an sdekit solver; "
-            "(default set_alpha_to_one=False is refused: the adapter is built with True)"),
+    Row("PNDMScheduler (default: PRK warm-up + PLMS)",
+        "`pndm`, `schedule=sde.times(timesteps without PRK half steps)`, `denoise=False`; the adapter is built with "
+        "`set_alpha_to_one=True` (the default False is refused; the peer's last step, to alphas_cumprod[0], is then "
+        "the identity and sdekit's grid ends there)",
+        _vp("PNDMScheduler", "pndm", adapter_config={"set_alpha_to_one": True}, grid=_pndm_grid, denoise=False)),
     Row("LMSDiscreteScheduler", "`lms`, `parametrization=\"sigma\"`, `schedule=sigmas[:-1]`",
         _sigma("LMSDiscreteScheduler", "lms"), tol=1e-4,
         why="close here, but the last step differs in kind: diffusers' step to sigma = 0 is an order-4 LMS step, "
@@ -172,11 +182,10 @@ ROWS = [
         _sigma("EulerAncestralDiscreteScheduler", "ancestral", seed=5)),
     Row("HeunDiscreteScheduler", "`ode_heun`, `parametrization=\"sigma\"`, distinct `sigmas[:-1]`",
         _sigma("HeunDiscreteScheduler", "ode_heun", repeats=True)),
-    Row("KDPM2DiscreteScheduler", "none (`dpmpp_2s` shown)", _sigma("KDPM2DiscreteScheduler", "dpmpp_2s", repeats=True),
-        tol=1.0, why="DPM-2 (midpoint step in sigma at the log-midpoint) is not an sdekit solver"),
-    Row("KDPM2AncestralDiscreteScheduler", "none (`dpmpp_2s` ODE shown)",
-        _sigma("KDPM2AncestralDiscreteScheduler", "dpmpp_2s", seed=5, repeats=True), tol=2.0,
-        why="ancestral DPM-2 is not an sdekit solver"),
+    Row("KDPM2DiscreteScheduler", "`dpm_2`, `parametrization=\"sigma\"`, distinct `sigmas[:-1]`",
+        _sigma("KDPM2DiscreteScheduler", "dpm_2", repeats=True)),
+    Row("KDPM2AncestralDiscreteScheduler", "`dpm_2_ancestral`, `parametrization=\"sigma\"`, distinct `sigmas[:-1]`",
+        _sigma("KDPM2AncestralDiscreteScheduler", "dpm_2_ancestral", seed=5, repeats=True)),
     Row(f"{DPM} (default: order 2, midpoint)", '`dpmpp_2m`, `solver_type="midpoint"`',
         _vp(DPM, "dpmpp_2m", solver_type="midpoint")),
     Row(f"{DPM}(solver_type='heun')", "`dpmpp_2m`", _vp(DPM, "dpmpp_2m", config={"solver_type": "heun"})),
@@ -200,12 +209,24 @@ ROWS = [
         why="diffusers' SDE third-order step weights D2 by (1-e^-2h-2h)/(2h)^2 - 1/2 ~ -1 + h/3, an O(1) weight "
             "(the +1/2 of a consistent form has the wrong sign), so the step is only first order; with that "
             "weight sdekit reproduces it to 6e-7"),
-    Row("DPMSolverSinglestepScheduler", "none (`dpmpp_2m` midpoint shown)",
-        _vp("DPMSolverSinglestepScheduler", "dpmpp_2m", solver_type="midpoint"), tol=0.2,
-        why="singlestep DPM-Solver++(2S) whose stage is the next timestep of the grid (order list 1, 2, 1, 2...) "
-            "is not sdekit's dpmpp_2s (stage at a fixed fraction r of the step)"),
-    Row("DEISMultistepScheduler", "none (`dpmpp_2m` shown)", _vp("DEISMultistepScheduler", "dpmpp_2m"), tol=0.2,
-        why="DEIS (exponential Adams on the noise prediction in log-rho time) is not an sdekit solver"),
+    Row("DPMSolverSinglestepScheduler (default: order 2, midpoint)", '`dpmpp_singlestep`, `solver_type="midpoint"`',
+        _vp("DPMSolverSinglestepScheduler", "dpmpp_singlestep", solver_type="midpoint")),
+    Row("DPMSolverSinglestepScheduler(solver_type='heun')", "`dpmpp_singlestep`",
+        _vp("DPMSolverSinglestepScheduler", "dpmpp_singlestep", config={"solver_type": "heun"})),
+    Row("DPMSolverSinglestepScheduler(solver_order=3)", '`dpmpp_singlestep`, `order=3`, `solver_type="midpoint"`',
+        _vp("DPMSolverSinglestepScheduler", "dpmpp_singlestep", config={"solver_order": 3}, order=3,
+            solver_type="midpoint")),
+    Row("DPMSolverSinglestepScheduler(solver_order=3, solver_type='heun')", "`dpmpp_singlestep`, `order=3`",
+        _vp("DPMSolverSinglestepScheduler", "dpmpp_singlestep", config={"solver_order": 3, "solver_type": "heun"},
+            order=3)),
+    Row("DEISMultistepScheduler (default: order 2, logrho)",
+        '`deis`, `order=2`, `schedule=sde.times([*timesteps, 0])`, `denoise=False`',
+        _vp("DEISMultistepScheduler", "deis", grid=_to_first_train_time, denoise=False, order=2)),
+    Row("DEISMultistepScheduler(solver_order=3)", '`deis` (as above, default `order=3`)',
+        _vp("DEISMultistepScheduler", "deis", config={"solver_order": 3}, grid=_to_first_train_time, denoise=False),
+        tol=3e-5, why="equivalent; the difference is diffusers' round-off: its closed-form log-rho coefficients are "
+                      "differences of rho (ln rho)^2 terms taken in its float32 sigmas (with the sigmas cast to "
+                      "float64 it reads 3e-8; at 50 steps 9e-5)"),
     Row("UniPCMultistepScheduler (default: bh2)", "`unipc`, `lower_order_final=False`",
         _vp("UniPCMultistepScheduler", "unipc", lower_order_final=False)),
     Row("UniPCMultistepScheduler(solver_type='bh1'), before its last step",

@@ -145,13 +145,18 @@ ROWS = [
                      "(that form measures order ~2); the next row reproduces it"),
     Row("sample_dpmpp_3m_sde (BrownianTree)", '`dpmpp_3m_sde`, `third_order="dpm-solver"`',
         _sde("sample_dpmpp_3m_sde", "dpmpp_3m_sde", third_order="dpm-solver")),
-    Row("sample_dpm_2", "none (`dpmpp_2s` is the nearest: 2 NFE/step)", _ode("sample_dpm_2", "dpmpp_2s"), tol=1.0,
-        why="DPM-2 is an explicit midpoint step in sigma with the stage at the geometric mean; not an sdekit "
-            "solver"),
-    Row("sample_dpm_2_ancestral", "none (`dpmpp_2s` ODE shown)", _sde("sample_dpm_2_ancestral", "dpmpp_2s"),
-        tol=2.0, why="ancestral DPM-2 is not an sdekit solver"),
-    Row("sample_dpmpp_2s_ancestral", "none (`dpmpp_2s` ODE shown)", _sde("sample_dpmpp_2s_ancestral", "dpmpp_2s"),
-        tol=2.0, why="ancestral DPM-Solver++(2S) is not an sdekit solver (sdekit's dpmpp_2s is the ODE solver)"),
+    Row("sample_dpm_2", "`dpm_2`", _ode("sample_dpm_2", "dpm_2")),
+    Row("sample_dpm_2_ancestral (BrownianTree)", "`dpm_2_ancestral` (= `dpm_2`, `eta=1`)",
+        _sde("sample_dpm_2_ancestral", "dpm_2_ancestral")),
+    Row("sample_dpmpp_2s_ancestral (BrownianTree)", "`dpmpp_2s_ancestral`",
+        _sde("sample_dpmpp_2s_ancestral", "dpmpp_2s_ancestral")),
+    Row("sample_dpmpp_2s_ancestral(eta=0)", "`dpmpp_2s_ancestral`, `eta=0`",
+        _sde("sample_dpmpp_2s_ancestral", "dpmpp_2s_ancestral", eta=0.0, peer_options={"eta": 0.0})),
+    Row("sample_dpmpp_2s_ancestral(eta=0)", "`dpmpp_2s` (not an equivalent)",
+        _sde("sample_dpmpp_2s_ancestral", "dpmpp_2s", peer_options={"eta": 0.0}), tol=0.1,
+        why="sdekit's dpmpp_2s integrates the line through D_0 and the stage's D_m exactly (weights phi_1, "
+            "phi_2); k-diffusion's 2S step uses D_m alone (the midpoint form), so an eta option on dpmpp_2s "
+            "would not reproduce it: dpmpp_2s_ancestral does"),
 ]
 IDS = [row.peer for row in ROWS]
 

@@ -16,10 +16,15 @@ step). ``callback`` receives k-diffusion's dict ``{"x", "i", "sigma", "sigma_hat
 per step, at its first model call (``sigma_hat = sigma``: no churn). ``disable=False`` shows a progress
 bar. Stochastic solvers draw from torch's global RNG, as k-diffusion does.
 
-``sample_euler`` and ``sample_heun`` are k-diffusion's ``sample_euler``/``sample_heun`` (to float32
-round-off). sdekit's ``dpmpp_2m`` is the Heun form of DPM-Solver++(2M), which differs from
-k-diffusion's midpoint ``sample_dpmpp_2m`` by a second-order term; it is exported as
-``sample_dpmpp_2m_heun`` so the name does not promise k-diffusion's numbers.
+``sample_euler``, ``sample_heun``, ``sample_dpmpp_2m`` (``dpmpp_2m``, ``solver_type="midpoint"``),
+``sample_dpm_2``, and, from the same normals, ``sample_dpmpp_2m_sde`` (``dpmpp_2m_sde``,
+``solver_type="midpoint"``, k-diffusion's default form), ``sample_dpm_2_ancestral`` and
+``sample_dpmpp_2s_ancestral`` are k-diffusion's samplers of those names (to float32 round-off; the
+stochastic ones draw one ``randn_like(x)`` per step from torch's global RNG, as k-diffusion's
+``default_noise_sampler`` does; k-diffusion's ``sample_dpmpp_2m_sde`` defaults to a BrownianTree
+path instead). sdekit's default ``dpmpp_2m``/``dpmpp_2m_sde`` are the Heun form of DPM-Solver++(2M),
+which differs from the midpoint form by a second-order term; they are exported as
+``sample_dpmpp_2m_heun`` and ``sample_dpmpp_2m_sde_heun`` (k-diffusion's ``solver_type="heun"``).
 """
 
 from __future__ import annotations
@@ -33,8 +38,9 @@ from ..sampling import solve
 from ..score import from_kdiffusion
 from ..solvers.base import Solver, resolve
 
-__all__ = ["sampler", "sample_euler", "sample_heun", "sample_dpmpp_2m_heun", "sample_dpmpp_3m", "sample_unipc",
-           "sample_ddim", "sample_dpmpp_2m_sde"]
+__all__ = ["sampler", "sample_euler", "sample_heun", "sample_dpmpp_2m", "sample_dpmpp_2m_heun", "sample_dpmpp_3m",
+           "sample_unipc", "sample_ddim", "sample_dpmpp_2m_sde", "sample_dpmpp_2m_sde_heun", "sample_dpm_2",
+           "sample_dpm_2_ancestral", "sample_dpmpp_2s_ancestral"]
 
 KSampler = Callable[..., Tensor]
 
@@ -110,8 +116,13 @@ def sampler(solver: str | type | Solver, **solver_options: Any) -> KSampler:
 
 sample_euler = sampler("ode_euler")
 sample_heun = sampler("ode_heun")
+sample_dpmpp_2m = sampler("dpmpp_2m", solver_type="midpoint")
 sample_dpmpp_2m_heun = sampler("dpmpp_2m")
 sample_dpmpp_3m = sampler("dpmpp_3m")
 sample_unipc = sampler("unipc")
 sample_ddim = sampler("ddim")
-sample_dpmpp_2m_sde = sampler("dpmpp_2m_sde")
+sample_dpmpp_2m_sde = sampler("dpmpp_2m_sde", solver_type="midpoint")
+sample_dpmpp_2m_sde_heun = sampler("dpmpp_2m_sde")
+sample_dpm_2 = sampler("dpm_2")
+sample_dpm_2_ancestral = sampler("dpm_2_ancestral")
+sample_dpmpp_2s_ancestral = sampler("dpmpp_2s_ancestral")
