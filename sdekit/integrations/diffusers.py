@@ -112,9 +112,11 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             raise TypeError(f"solver_options must be a dict or None, got {type(solver_options).__name__}")
         self.solver = resolve(solver, **dict(solver_options or {}))
         if self.solver.adaptive or self.solver.nfe_per_step != 1 or self.solver.kind == "corrector":
+            calls = "a varying number of" if self.solver.adaptive or self.solver.nfe_per_step is None \
+                else self.solver.nfe_per_step
             raise ValueError(
                 f"solver {self.solver.name!r} cannot run inside a diffusers pipeline: it takes "
-                f"{'an adaptive number of' if self.solver.adaptive else self.solver.nfe_per_step} model calls "
+                f"{calls} model calls "
                 "per step, and a pipeline makes exactly one per timestep. Use a multistep or one-stage solver "
                 "(ddim, dpmpp_2m, dpmpp_3m, unipc, dpmpp_2m_sde, ode_euler, ancestral, ...)")
         if not isinstance(clip_sample, bool) or not isinstance(flow, bool):
