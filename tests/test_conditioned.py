@@ -13,17 +13,10 @@ from sdekit.process import DriftDiffusion
 from sdekit.solvers.conditioned import Conditioned
 from sdekit.testing import GaussianMixture
 
+from ._helpers import Counting
+
 F64 = torch.float64
 SDE = sdekit.VPSDE()
-
-
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.fn(x, t)
 
 
 def _diagonal_gaussian() -> GaussianMixture:

@@ -11,17 +11,10 @@ import torch
 import sdekit
 from sdekit.testing import GaussianMixture
 
+from ._helpers import Counting
+
 SDE = sdekit.VPSDE()
 MIX = GaussianMixture.random(dim=2, components=2, generator=torch.Generator().manual_seed(0))
-
-
-class Counting:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, x, t):
-        self.calls += 1
-        return self.fn(x, t)
 
 
 def test_sample_takes_noise():
