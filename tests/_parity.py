@@ -48,3 +48,17 @@ def table(title: str, rows: list[Row]) -> list[str]:
         note = row.why or "equivalent"
         lines.append(f"| {row.peer} | {row.sdekit} | {d10:.1e} | {d25:.1e} | {f32:.1e} | {note} |")
     return lines + [""]
+
+
+def check_row(row: Row) -> None:
+    """One parity row at every step count of :data:`STEPS` (float64): within its tolerance."""
+    for steps in STEPS:
+        d = measure(row, steps)
+        assert d <= row.tol, f"{row.peer} vs {row.sdekit} at {steps} steps: max rel diff {d:.3g} > {row.tol:g}"
+
+
+def check_float32(rows: list[Row]) -> None:
+    """The equivalents (rows without a ``why``) in float32: float32 round-off, not a method difference."""
+    for row in rows:
+        if not row.why:
+            assert measure(row, 10, torch.float32) < 1e-4, row.peer

@@ -18,7 +18,7 @@ import torch
 import sdekit
 from sdekit.score import from_diffusers, from_kdiffusion
 
-from ._parity import STEPS, Row, measure
+from ._parity import Row, check_float32, check_row
 
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation")
 
@@ -186,21 +186,23 @@ ROWS = [
         _sigma("KDPM2DiscreteScheduler", "dpm_2", repeats=True)),
     Row("KDPM2AncestralDiscreteScheduler", "`dpm_2_ancestral`, `parametrization=\"sigma\"`, distinct `sigmas[:-1]`",
         _sigma("KDPM2AncestralDiscreteScheduler", "dpm_2_ancestral", seed=5, repeats=True)),
-    Row(f"{DPM} (default: order 2, midpoint)", '`dpmpp_2m`, `solver_type="midpoint"`',
-        _vp(DPM, "dpmpp_2m", solver_type="midpoint")),
-    Row(f"{DPM}(solver_type='heun')", "`dpmpp_2m`", _vp(DPM, "dpmpp_2m", config={"solver_type": "heun"})),
+    Row(f"{DPM} (default: order 2, midpoint)", '`dpmpp_2m`, `solver_type="midpoint"`, `count_denoise=True`',
+        _vp(DPM, "dpmpp_2m", solver_type="midpoint", count_denoise=True)),
+    Row(f"{DPM}(solver_type='heun')", "`dpmpp_2m`, `count_denoise=True`",
+        _vp(DPM, "dpmpp_2m", config={"solver_type": "heun"}, count_denoise=True)),
     Row(f"{DPM}(solver_order=1)", "`ddim`", _vp(DPM, "ddim", config={"solver_order": 1})),
     Row(f"{DPM}(solver_order=3)", '`dpmpp_3m`, `solver_type="midpoint"`, `lower_order_final=True`',
         _vp(DPM, "dpmpp_3m", config={"solver_order": 3}, solver_type="midpoint", lower_order_final=True),
         tol=0.05, why=D2_WHY),
     Row(f"{DPM}(solver_order=3)", '`dpmpp_3m`, `solver_type="midpoint"`, `third_order="dpm-solver"`, '
-        '`lower_order_final=True`',
+        '`lower_order_final=True`, `count_denoise=True`',
         _vp(DPM, "dpmpp_3m", config={"solver_order": 3}, solver_type="midpoint", third_order="dpm-solver",
-            lower_order_final=True)),
-    Row(f"{DPM}(sde-dpmsolver++) (midpoint)", '`dpmpp_2m_sde`, `solver_type="midpoint"`',
-        _vp(DPM, "dpmpp_2m_sde", seed=9, noise32=True, config=SDE_DPM, solver_type="midpoint")),
-    Row(f"{DPM}(sde-dpmsolver++, heun)", "`dpmpp_2m_sde`",
-        _vp(DPM, "dpmpp_2m_sde", seed=9, noise32=True, config={**SDE_DPM, "solver_type": "heun"})),
+            lower_order_final=True, count_denoise=True)),
+    Row(f"{DPM}(sde-dpmsolver++) (midpoint)", '`dpmpp_2m_sde`, `solver_type="midpoint"`, `count_denoise=True`',
+        _vp(DPM, "dpmpp_2m_sde", seed=9, noise32=True, config=SDE_DPM, solver_type="midpoint", count_denoise=True)),
+    Row(f"{DPM}(sde-dpmsolver++, heun)", "`dpmpp_2m_sde`, `count_denoise=True`",
+        _vp(DPM, "dpmpp_2m_sde", seed=9, noise32=True, config={**SDE_DPM, "solver_type": "heun"},
+            count_denoise=True)),
     Row(f"{DPM}(sde-dpmsolver++, solver_order=1)", "`ancestral` (= `ddim`, `eta=1`)",
         _vp(DPM, "ancestral", seed=9, noise32=True, config={**SDE_DPM, "solver_order": 1})),
     Row(f"{DPM}(sde-dpmsolver++, solver_order=3)", '`dpmpp_3m_sde`, `solver_type="midpoint"`, `lower_order_final=True`',
@@ -235,23 +237,20 @@ ROWS = [
             "default final_sigmas_type='zero'); compared on the state before that step, sdekit's is finite"),
     Row("EDMEulerScheduler", "`ode_euler`, `from_kdiffusion` on the preconditioned model, `schedule=sigmas[:-1]`",
         _edm("EDMEulerScheduler", "ode_euler")),
-    Row("EDMDPMSolverMultistepScheduler", '`dpmpp_2m`, `solver_type="midpoint"`, `from_kdiffusion` (as above)',
-        _edm("EDMDPMSolverMultistepScheduler", "dpmpp_2m", solver_type="midpoint")),
+    Row("EDMDPMSolverMultistepScheduler", '`dpmpp_2m`, `solver_type="midpoint"`, `count_denoise=True`, '
+        '`from_kdiffusion` (as above)',
+        _edm("EDMDPMSolverMultistepScheduler", "dpmpp_2m", solver_type="midpoint", count_denoise=True)),
 ]
 IDS = [row.peer for row in ROWS]
 
 
 @pytest.mark.parametrize("row", ROWS, ids=IDS)
 def test_diffusers_parity(row):
-    for steps in STEPS:
-        d = measure(row, steps)
-        assert d <= row.tol, f"{row.peer} vs {row.sdekit} at {steps} steps: max rel diff {d:.3g} > {row.tol:g}"
+    check_row(row)
 
 
 def test_float32_stays_at_round_off():
-    for row in ROWS:
-        if not row.why:
-            assert measure(row, 10, torch.float32) < 1e-4, row.peer
+    check_float32(ROWS)
 
 
 # --------------------------------------------------------------------------- options: honoured or refused

@@ -81,9 +81,10 @@ def test_solver_type_is_checked():
     assert resolve("dpmpp_2m_sde", solver_type="midpoint").options()["solver_type"] == "midpoint"
 
 
-def test_lower_order_final_counts_the_denoising_step():
-    """diffusers: with N < 15 timesteps, step N-1 (sdekit's denoising step) is first order and step N-2
-    (sdekit's last solver step) second order. The grid has N points."""
+def test_lower_order_final_rules():
+    """count_denoise=True is diffusers' rule: with N < 15 timesteps, step N-1 (sdekit's denoising step) is first
+    order and step N-2 (sdekit's last solver step) second order (the grid has N points). The default is
+    sdekit's rule: the last solver step itself is first order."""
     grid = torch.linspace(1.0, 0.1, 10)
     caps = [order_cap({"grid": grid, "i": i}, True, count_denoise=True) for i in range(9)]
     assert caps[-1] == 2 and caps[-2] == 3 and min(caps) == 2
@@ -91,9 +92,15 @@ def test_lower_order_final_counts_the_denoising_step():
     # so lower_order_final changes nothing for a second-order multistep method
     sde, mix = SDES["ve"], _gaussian()
     x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    on, off = (sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", x_T=x_T, steps=8, lower_order_final=f)
-               for f in (True, False))
+    on, off = (sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", x_T=x_T, steps=8, lower_order_final=f,
+                             count_denoise=True) for f in (True, False))
     assert torch.equal(on, off)
+    # sdekit's own rule (the default, count_denoise=False): the last solver step into eps is first order
+    cap = order_cap({"grid": torch.linspace(1.0, 0.1, 9), "i": 7}, True)
+    assert cap == 1
+    default = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", x_T=x_T, steps=8)
+    first_order_last = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_2m", x_T=x_T, steps=8, lower_order_final=False)
+    assert not torch.equal(default, first_order_last)
 
 
 def test_edm_churn_normalised_by_the_number_of_grid_points():
@@ -193,8 +200,8 @@ def test_deis_first_order_is_ddim():
     """order=1 is DDIM (the first-order exponential integrator), to round-off."""
     sde, mix = SDES["vp"], _gaussian()
     x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    a = sdekit.sample(mix.score_fn(sde), sde, "deis", x_T=x_T, steps=12, order=1)
-    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=12)
+    a = sdekit.sample(mix.score_fn(sde), sde, "deis", x_T=x_T, steps=12, order=1, schedule="logsnr")
+    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=12, schedule="logsnr")
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -229,8 +236,8 @@ def test_dpmpp_singlestep_third_order(solver_type):
 def test_dpmpp_singlestep_order_1_is_ddim_and_options_are_checked():
     sde, mix = SDES["vp"], _gaussian()
     x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    a = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_singlestep", x_T=x_T, steps=9, order=1)
-    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=9)
+    a = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_singlestep", x_T=x_T, steps=9, order=1, schedule="logsnr")
+    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=9, schedule="logsnr")
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
     with pytest.raises(ValueError, match="order"):
         resolve("dpmpp_singlestep", order=4)

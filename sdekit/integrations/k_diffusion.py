@@ -25,6 +25,8 @@ stochastic ones draw one ``randn_like(x)`` per step from torch's global RNG, as 
 path instead). sdekit's default ``dpmpp_2m``/``dpmpp_2m_sde`` are the Heun form of DPM-Solver++(2M),
 which differs from the midpoint form by a second-order term; they are exported as
 ``sample_dpmpp_2m_heun`` and ``sample_dpmpp_2m_sde_heun`` (k-diffusion's ``solver_type="heun"``).
+All the DPM-Solver++(2M) drop-ins use ``count_denoise=True``, k-diffusion's rule for the last steps
+(only the step to ``sigma = 0``, sdekit's denoising step, is first order).
 """
 
 from __future__ import annotations
@@ -116,13 +118,13 @@ def sampler(solver: str | type | Solver, **solver_options: Any) -> KSampler:
 
 sample_euler = sampler("ode_euler")
 sample_heun = sampler("ode_heun")
-sample_dpmpp_2m = sampler("dpmpp_2m", solver_type="midpoint")
-sample_dpmpp_2m_heun = sampler("dpmpp_2m")
+sample_dpmpp_2m = sampler("dpmpp_2m", solver_type="midpoint", count_denoise=True)
+sample_dpmpp_2m_heun = sampler("dpmpp_2m", count_denoise=True)
 sample_dpmpp_3m = sampler("dpmpp_3m")
 sample_unipc = sampler("unipc")
 sample_ddim = sampler("ddim")
-sample_dpmpp_2m_sde = sampler("dpmpp_2m_sde", solver_type="midpoint")
-sample_dpmpp_2m_sde_heun = sampler("dpmpp_2m_sde")
+sample_dpmpp_2m_sde = sampler("dpmpp_2m_sde", solver_type="midpoint", count_denoise=True)
+sample_dpmpp_2m_sde_heun = sampler("dpmpp_2m_sde", count_denoise=True)
 sample_dpm_2 = sampler("dpm_2")
 sample_dpm_2_ancestral = sampler("dpm_2_ancestral")
 sample_dpmpp_2s_ancestral = sampler("dpmpp_2s_ancestral")

@@ -213,6 +213,12 @@ class ExponentialMultistep(Solver):
     max_order: ClassVar[int] = 1
     eta: float = 0.0
     lower_order_final: bool = True
+    #: with ``lower_order_final``: ``False`` (sdekit's rule) drops the order of the last solver steps
+    #: before the denoising step; ``True`` counts the denoising step as the last step (diffusers' and
+    #: k-diffusion's rule, for parity): a second-order method then never drops order. sdekit's rule is
+    #: the default: the defaults were tuned with it, and a first-order last step into eps is much better
+    #: at <= 10 NFE on karras grids (held-out 2-D, 8 NFE: dpmpp_2m_sde FD 0.020, vs 0.575 counting it)
+    count_denoise: bool = False
     solver_type: str = "heun"
     third_order: str = "exact"
 
@@ -242,7 +248,7 @@ class ExponentialMultistep(Solver):
         h = l1 - l0
         d0 = data_prediction(process, x, t0, c0, take_buffer(state, x))
         hist = [(l0, d0)] + state["hist"]
-        n = min(self.max_order, len(hist), order_cap(state, self.lower_order_final, count_denoise=True))
+        n = min(self.max_order, len(hist), order_cap(state, self.lower_order_final, count_denoise=self.count_denoise))
         eta = self.noise_rate(h)
         phis = phi((1.0 + eta) * h, n)
         if n == 2 and self.solver_type == "midpoint":

@@ -7,10 +7,11 @@ through the current and the previous ``D`` (exponential Adams–Bashforth 2, see
 :mod:`sdekit.solvers._exponential`); ``solver_type="midpoint"`` is the paper's Alg. 2, which
 integrates the line's value at the middle of the step, ``D_0 + (D_0 - D_1) / (2 r)`` (the
 default of diffusers' ``DPMSolverMultistepScheduler`` and of k-diffusion's ``sample_dpmpp_2m``).
-The first step is DDIM. ``lower_order_final`` counts the final denoising step as the last step
-(diffusers' rule): on grids of fewer than 15 steps that step is first order, which it always is,
-so for this second-order method the flag changes nothing. Order: 2. NFE per step: 1. History
-lives in the solver state.
+The first step is DDIM. ``lower_order_final``: on grids of fewer than 15 steps the last solver
+step (into ``eps``, before the denoising step) is first order. ``count_denoise=True`` counts the
+denoising step as the last step instead (diffusers' ``DPMSolverMultistepScheduler`` and
+k-diffusion's ``sample_dpmpp_2m``): that step is first order anyway, so the flag then changes
+nothing — the parity recipe. Order: 2. NFE per step: 1. History lives in the solver state.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class DPMPP2M(ExponentialMultistep):
     max_order = 2
     default_schedule = "karras"  # chosen on the tuning split: benchmarks/tune_defaults.py (issue 12)
 
-    def __init__(self, *, lower_order_final: bool = True,
+    def __init__(self, *, lower_order_final: bool = True, count_denoise: bool = False,
                  solver_type: str = "heun") -> None:
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.count_denoise = check_bool("count_denoise", count_denoise)
         self.solver_type = check_solver_type(solver_type)

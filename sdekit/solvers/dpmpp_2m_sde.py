@@ -30,8 +30,9 @@ class DPMPP2MSDE(ExponentialMultistep):
     max_order = 2
     default_schedule = "karras"  # chosen on the tuning split: benchmarks/tune_defaults.py (issue 12)
 
-    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = True,
+    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = True, count_denoise: bool = False,
                  solver_type: str = "heun") -> None:
         self._set_eta(eta)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.count_denoise = check_bool("count_denoise", count_denoise)
         self.solver_type = check_solver_type(solver_type)

@@ -29,9 +29,10 @@ class DPMPP3MSDE(ExponentialMultistep):
     max_order = 3
     default_schedule = "snr_power"  # chosen on the tuning split: benchmarks/tune_defaults.py (issue 12)
 
-    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = False,
+    def __init__(self, eta: float = 1.0, *, lower_order_final: bool = False, count_denoise: bool = False,
                  solver_type: str = "heun", third_order: str = "exact") -> None:
         self._set_eta(eta)
         self.lower_order_final = check_bool("lower_order_final", lower_order_final)
+        self.count_denoise = check_bool("count_denoise", count_denoise)
         self.solver_type = check_solver_type(solver_type)
         self.third_order = check_third_order(third_order)
