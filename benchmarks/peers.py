@@ -452,8 +452,10 @@ def main(argv: list[str] | None = None) -> dict:
         ours.EXTRA_CONFIGS.append(ours.Config(solver, sched or None))
     configs = ours.default_configs(solvers) if args.sdekit == "defaults" else None
     auto_budgets = None
-    if args.auto:
-        ours.EXTRA_CONFIGS.extend(ours.auto_configs([s.strip() for s in args.auto.split(",") if s.strip()]))
+    if args.auto:  # added to this run's configurations (not to ours.EXTRA_CONFIGS, which outlives the run)
+        if configs is None:
+            configs = ours.grid_configs(solvers, ours.SCHEDULES if schedules is None else schedules)
+        configs = configs + ours.auto_configs([s.strip() for s in args.auto.split(",") if s.strip()])
         if args.auto_nfe:
             auto_budgets = {int(b) for b in args.auto_nfe.split(",") if b.strip()}
             if not auto_budgets <= set(budgets):
