@@ -16,6 +16,12 @@ Examples::
     PYTHONPATH=. python benchmarks/peers.py --quick
     PYTHONPATH=. python benchmarks/peers.py --problems 2d-vp,2d-ve,64d-vp,64d-ve --samples 10000
     PYTHONPATH=. python benchmarks/peers.py --problems 3072d-vp:1000 --nfe 10,20,50 --tag 3072
+    # sdekit's defaults and schedule="auto" columns on the held-out problems, merged into the peers' run
+    PYTHONPATH=. python benchmarks/peers.py --split heldout --problems 2d-vp,64d-ve,256d-vp --samples 500 \
+        --nfe 5,6,8,10,15,20,50 --seeds 3 --tolerances "" --no-overhead --sdekit defaults --libraries sdekit \
+        --auto unipc,dpmpp_3m,dpmpp_2m --tag heldout-sdekit
+    PYTHONPATH=. python benchmarks/peers.py --render benchmarks/results/peers-heldout.json \
+        benchmarks/results/peers-heldout-sdekit.json
 
 Peers are optional: ``pip install k-diffusion --no-deps``, ``pip install diffusers`` (torchsde,
 torchdiffeq and scipy are sdekit's own test dependencies).
