@@ -16,6 +16,12 @@ Examples::
     PYTHONPATH=. python benchmarks/peers.py --quick
     PYTHONPATH=. python benchmarks/peers.py --problems 2d-vp,2d-ve,64d-vp,64d-ve --samples 10000
     PYTHONPATH=. python benchmarks/peers.py --problems 3072d-vp:1000 --nfe 10,20,50 --tag 3072
+    # sdekit's defaults and schedule="auto" columns on the held-out problems, merged into the peers' run
+    PYTHONPATH=. python benchmarks/peers.py --split heldout --problems 2d-vp,64d-ve,256d-vp --samples 500 \
+        --nfe 5,6,8,10,15,20,50 --seeds 3 --tolerances "" --no-overhead --sdekit defaults --libraries sdekit \
+        --auto unipc,dpmpp_3m,dpmpp_2m --tag heldout-sdekit
+    PYTHONPATH=. python benchmarks/peers.py --render benchmarks/results/peers-heldout.json \
+        benchmarks/results/peers-heldout-sdekit.json
 
 Peers are optional: ``pip install k-diffusion --no-deps``, ``pip install diffusers`` (torchsde,
 torchdiffeq and scipy are sdekit's own test dependencies).
@@ -227,6 +233,72 @@ def summary_table(records: list[dict], problems: list, budgets: list[int], metri
     return "\n".join(lines)
 
 
+def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
+    """Deterministic samplers per NFE bucket: sdekit's best default configuration, its best ``schedule="auto"``
+    one (a grid tuned before the run on a separate pilot batch: ``pilot N`` score evaluations, not in the
+    run's NFE) and the best peer's best, by ODE-map error [mean flips] and FD ± s.e.; then the geometric
+    means over problems of the ratios to the best peer, and whether auto at the smallest budget beats every
+    peer at the bucket that is twice as large."""
+    def best(rows, keep, b, metric):
+        c = [r for r in rows if r["bucket"] == b and keep(r) and math.isfinite(r.get(metric, math.nan))]
+        return min(c, key=lambda r: r[metric]) if c else None
+
+    kinds = {"sdekit default": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is None,
+             "sdekit auto": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is not None,
+             "best peer": lambda r: r["library"] != "sdekit"}
+    means = {p.name: [r for r in seed_means([r for r in records if r["problem"] == p.name]) if r.get("deterministic")]
+             for p in problems}
+
+    def cell(r, metric):
+        if r is None:
+            return "—"
+        se = r.get(metric + "_se", math.nan)
+        extra = f" [{r['flips']:.3g}]" if metric == "ode" else (f" ± {se:.2g}" if math.isfinite(se) else "")
+        who = r["method"] if r["library"] == "sdekit" else f"{r['library']} {r['method']}"
+        pilot = f", pilot {r['pilot_nfe']}" if r.get("pilot_nfe") is not None else ""
+        return f"{r[metric]:.3g}{extra} ({who}, {r['nfe']}{pilot})"
+
+    lines = ["### schedule=\"auto\": sdekit default vs auto vs the best peer (deterministic samplers)", "",
+             "Cell: ODE-map error [mean flips] / FD ± s.e. (method, counted NFE, pilot NFE of the auto grid, tuned "
+             "once per problem and budget on 64 prior samples that are not the evaluated ones).", "",
+             "| NFE ≤ | problem | sdekit default | sdekit auto | best peer |", "|---:|---|---|---|---|"]
+    ratios: dict[tuple, list[float]] = {}
+    for b in sorted(budgets):
+        for p in problems:
+            rows = means[p.name]
+            cells = []
+            for keep in kinds.values():
+                o, f = best(rows, keep, b, "ode"), best(rows, keep, b, "fd")
+                cells.append(f"{cell(o, 'ode')} / {cell(f, 'fd')}")
+            lines.append(f"| {b} | {p.name} | " + " | ".join(cells) + " |")
+            for metric in ("ode", "fd"):
+                peer = best(rows, kinds["best peer"], b, metric)
+                for kind in ("sdekit default", "sdekit auto"):
+                    r = best(rows, kinds[kind], b, metric)
+                    if r is not None and peer is not None and peer[metric] > 0 and r[metric] > 0:
+                        ratios.setdefault((b, kind, metric), []).append(r[metric] / peer[metric])
+    lines += ["", "Geometric mean over problems of sdekit / best peer (< 1: sdekit ahead):", "",
+              "| NFE ≤ | default ODE | auto ODE | default FD | auto FD |", "|---:|---:|---:|---:|---:|"]
+    for b in sorted(budgets):
+        def gm(kind, metric, b=b):
+            v = ratios.get((b, kind, metric), [])
+            return f"{math.exp(sum(map(math.log, v)) / len(v)):.3g}" if len(v) == len(problems) else "—"
+        lines.append(f"| {b} | {gm('sdekit default', 'ode')} | {gm('sdekit auto', 'ode')} | "
+                     f"{gm('sdekit default', 'fd')} | {gm('sdekit auto', 'fd')} |")
+    lo = min(budgets)
+    if 2 * lo in budgets:
+        lines += ["", f"Does sdekit auto at {lo} NFE beat every peer at {2 * lo} NFE?", ""]
+        for p in problems:
+            rows, verdict = means[p.name], []
+            for metric in ("ode", "fd"):
+                a, peer = best(rows, kinds["sdekit auto"], lo, metric), best(rows, kinds["best peer"], 2 * lo, metric)
+                if a is not None and peer is not None:
+                    verdict.append(f"{METRICS[metric].split(' (')[0]} {a[metric]:.3g} vs {peer[metric]:.3g} "
+                                   f"({'yes' if a[metric] < peer[metric] else 'no'})")
+            lines.append(f"- {p.name}: " + "; ".join(verdict))
+    return "\n".join(lines)
+
+
 def overhead_table(records: list[dict]) -> str:
     lines = ["| library | method | setting | NFE | wall (s) | in model (s) | overhead (ms / NFE) |",
              "|---|---|---|---:|---:|---:|---:|"]
@@ -303,6 +375,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "each solver's defaults (what sample(score, sde, solver) does)")
     ap.add_argument("--sdekit-config", action="append", default=[], metavar="SOLVER[:SCHEDULE]",
                     help="add an sdekit configuration (repeatable), e.g. unipc:logsnr")
+    ap.add_argument("--auto", default=None, metavar="SOLVERS",
+                    help="add schedule='auto' configurations of these deterministic solvers (comma list, e.g. "
+                         "unipc,dpmpp_3m): the grid is tuned by sdekit.grids.tune on a separate pilot batch (64 "
+                         "prior samples, seed ours.AUTO_PILOT_SEED, not the evaluated x_T); the pilot's NFE is "
+                         "shown apart ('pilot N'), never in the run's NFE")
+    ap.add_argument("--auto-nfe", default=None, metavar="NFES",
+                    help="budgets of the --auto configurations (default: every --nfe budget)")
     ap.add_argument("--seeds", type=int, default=None,
                     help="run every configuration from this many x_T draws (and noise seeds); tables average FD "
                          "over them, so that a ranking is not one draw's luck (default 3; 1 with --quick)")
@@ -378,6 +457,15 @@ def main(argv: list[str] | None = None) -> dict:
         solver, _, sched = c.partition(":")
         ours.EXTRA_CONFIGS.append(ours.Config(solver, sched or None))
     configs = ours.default_configs(solvers) if args.sdekit == "defaults" else None
+    auto_budgets = None
+    if args.auto:  # added to this run's configurations (not to ours.EXTRA_CONFIGS, which outlives the run)
+        if configs is None:
+            configs = ours.grid_configs(solvers, ours.SCHEDULES if schedules is None else schedules)
+        configs = configs + ours.auto_configs([s.strip() for s in args.auto.split(",") if s.strip()])
+        if args.auto_nfe:
+            auto_budgets = {int(b) for b in args.auto_nfe.split(",") if b.strip()}
+            if not auto_budgets <= set(budgets):
+                raise ValueError(f"--auto-nfe must be a subset of --nfe, got {args.auto_nfe!r}")
     for (dim, sde_name, n), index in zip(items, indices):
         p = make_problem(dim, sde_name, n, seed=args.seed, split=args.split, index=index)
         problems.append(p)
@@ -395,6 +483,9 @@ def main(argv: list[str] | None = None) -> dict:
                         kw["schedules"] = schedules
                 for spec in mod.specs(p, budgets, **kw):
                     if match is not None and not match.search(f"{spec.library}:{spec.method}:{spec.setting}"):
+                        continue
+                    if (auto_budgets is not None and callable(spec.extra.get("config", ours.Config("")).schedule)
+                            and spec.budget not in auto_budgets):
                         continue
                     rec = execute(spec, p, x_T, budgets, seed=seed, sw2=args.sw2)
                     records.append(rec)
@@ -483,6 +574,8 @@ def report(result: dict, stem: str, *, overhead_samples: int | None = None) -> s
         for metric, det in (("ode", True), ("fd", True), ("fd", False), ("sw2", False)):
             if any(math.isfinite(r.get(metric, math.nan)) for r in records):
                 md += [summary_table(records, problems, budgets, metric, det), ""]
+    if any(r.get("pilot_nfe") is not None for r in records):
+        md += ["## sdekit with schedule=\"auto\"", "", auto_table(records, problems, budgets), ""]
     if overhead:
         md += [f"## Solver overhead per NFE (wall minus time in the model), {overhead_samples or ''}x64 float32, "
                "VP, ~100 NFE", "", overhead_table(overhead), ""]

@@ -73,6 +73,53 @@ def default_configs(solvers: list[str] | None = None) -> list[Config]:
             and (solvers is None or i.name in solvers)]
 
 
+#: seed of the ``schedule="auto"`` pilot's prior samples: distinct from every evaluated draw (``peers.py``
+#: draws x_T with seeds ``problem.seed + 1000 k``), so the grid is never tuned on the samples it is judged on
+AUTO_PILOT_SEED = 7919
+AUTO_PILOT_BATCH = 64
+
+
+def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT_SEED,
+                  dtype: torch.dtype = torch.float32) -> Callable[..., tuple[Tensor, int]]:
+    """A :class:`Config` schedule ``(problem, budget, solver) -> (grid, pilot_nfe)`` doing what
+    ``schedule="auto"`` does (:func:`sdekit.grids.tune`, a pilot in the run's float32), on a pilot batch
+    of ``pilot_batch`` prior samples drawn with ``seed`` instead of the evaluated ``x_T``.
+
+    The grid is tuned once per problem, budget and solver (one model, one pilot) and reused for every
+    seed of x_T; ``pilot_nfe`` is the score evaluations that one tuning spent, reported with every seed's
+    run and never added to the run's NFE.
+    """
+    tuned: dict[tuple, tuple[Tensor, int]] = {}
+
+    def auto(p: Problem, budget: int, solver: Any) -> tuple[Tensor, int]:
+        key = (p.name, p.sde_name, budget, solver.name, repr(getattr(solver, "__dict__", {})))
+        if key not in tuned:
+            info: dict = {}
+            grid = sdekit.grids.tune(p.score, p.sde, solver, budget, shape=(1, p.dim), pilot_batch=pilot_batch,
+                                     seed=seed, dtype=dtype, cache=False, info=info)
+            tuned[key] = (grid, int(info["pilot_nfe"]))
+        return tuned[key]
+
+    auto.__name__ = "auto"
+    return auto
+
+
+def auto_configs(solvers: list[str]) -> list[Config]:
+    """``schedule="auto"`` configurations of ``solvers`` (fixed-step deterministic ODE solvers, refused
+    otherwise before any work), each on its own pilot (see :func:`auto_schedule`)."""
+    known = {i.name: i for i in sdekit.solvers.available()}
+    out = []
+    for name in solvers:
+        info = known.get(name)
+        if info is None or name in BRIDGES:
+            raise ValueError(f"auto solvers must be registered sdekit solvers, got {name!r}")
+        solver = sdekit.solvers.resolve(name)
+        if solver.kind != "ode" or solver.stochastic or info.adaptive:
+            raise ValueError(f"schedule='auto' needs a fixed-step deterministic ODE solver, got {name!r}")
+        out.append(Config(name, schedule=auto_schedule(), label=f"auto pilot_batch={AUTO_PILOT_BATCH}"))
+    return out
+
+
 def grid_configs(solvers: list[str] | None = None, schedules: tuple[str, ...] = SCHEDULES) -> list[Config]:
     """Each fixed-step solver on its default grid and on each of ``schedules``."""
     out = []
@@ -101,12 +148,13 @@ def config_specs(p: Problem, budgets: list[int], configs: list[Config]) -> list[
             extra: dict[str, Any] = {"config": c}
 
             def run(oracle, x_T, seed, c=c, budget=budget, extra=extra):
-                sched = c.schedule
-                if callable(sched):
+                sched, size = c.schedule, {"nfe": budget}
+                if callable(sched):  # a tuned grid: its times fix the steps (sized for ``budget`` by the tuner)
                     sched, extra["pilot_nfe"] = sched(p, budget, sdekit.solvers.resolve(c.solver, **c.options))
+                    size = {}
                 g = torch.Generator().manual_seed(seed + 1)
-                return sdekit.sample(oracle.score, p.sde, c.solver, x_T=x_T, nfe=budget, schedule=sched,
-                                     generator=g, **c.options)
+                return sdekit.sample(oracle.score, p.sde, c.solver, x_T=x_T, schedule=sched, generator=g,
+                                     **size, **c.options)
 
             out.append(RunSpec(LIBRARY, c.solver, f"{name} steps={steps}", budget, run, extra,
                                deterministic=not solver.stochastic))
