@@ -19,7 +19,8 @@ import sdekit
 from sdekit.grids import uniform
 from sdekit.guidance import Inpainting
 from sdekit.noise import BrownianNoise
-from sdekit.solvers.base import _names
+from sdekit.sampling import steps_for_nfe
+from sdekit.solvers.base import _names, resolve
 from sdekit.testing import GaussianMixture
 
 SDE = sdekit.VPSDE()
@@ -104,9 +105,18 @@ def _noise(c):
     return {"noise": BrownianNoise(t_min, SDE.T, SHAPE, seed=5, dtype=torch.float32)}
 
 
+def _budget_mismatch(c) -> bool:
+    """A tensor schedule with nfe=: refused unless the steps that fit the budget are the tensor's own."""
+    try:
+        steps = steps_for_nfe(resolve(c["solver"]), c["nfe"], denoise=False)  # _kwargs sets denoise=False
+    except ValueError:
+        return True  # the budget does not fit one step
+    return steps != c["points"] - 1
+
+
 def _must_refuse(c) -> bool:
     explicit = c["sched"] in ("tensor", "callable")
-    return ((c["sched"] == "tensor" and c["nfe"] is not None)
+    return ((c["sched"] == "tensor" and c["nfe"] is not None and _budget_mismatch(c))
             or (c["sched"] == "tensor" and c["steps"] is not None and c["steps"] != c["points"] - 1)
             or (explicit and c["below"] and not c["x_T"])
             or c["save"] == "outside"
