@@ -36,7 +36,8 @@ from .base import Solver
 from .runge_kutta import state_update
 
 __all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "coef_times", "phi", "weights",
-           "data_prediction", "take_buffer", "push_history", "from_pure_noise", "order_cap", "ExponentialMultistep"]
+           "data_prediction", "scaled_levels", "take_buffer", "push_history", "from_pure_noise", "order_cap",
+           "ExponentialMultistep"]
 
 _SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
 _SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
@@ -123,6 +124,15 @@ def data_prediction(process: Any, x: Tensor, t: Tensor, tc: Tensor, out: Tensor)
     tc64 = tc.to(torch.float64)
     a, sg = process.sde.alpha(tc64), process.sde.sigma(tc64)
     return lincomb(x, (1.0 / a).to(x.dtype), [((sg * sg / a).to(x.dtype), s)], out=out)
+
+
+def scaled_levels(sde: Any, t0: Tensor, t1: Tensor) -> tuple[Tensor, ...]:
+    """``(c0, c1, sig0, sig1, a0, a1)`` of a step ``t0 -> t1`` in scaled noise levels: the coefficient
+    times (:func:`coef_times`), ``sigma~ = sigma/alpha = e^{-lambda}`` and ``alpha`` at both ends (float64)."""
+    c0, c1 = coef_times(t0, t1)
+    c0d, c1d = c0.to(torch.float64), c1.to(torch.float64)
+    sig0, sig1 = torch.exp(-log_snr(sde, c0)), torch.exp(-log_snr(sde, c1))
+    return c0, c1, sig0, sig1, sde.alpha(c0d), sde.alpha(c1d)
 
 
 def from_pure_noise(process: Any, t0: Tensor, state: dict) -> bool:
