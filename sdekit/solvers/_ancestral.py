@@ -17,7 +17,7 @@ import torch
 from .._utils import check_real
 from ..kernels import lincomb
 from ._exponential import data_prediction, scaled_levels
-from .base import Solver, buffer
+from .base import Solver, buffer, spare
 
 
 def ancestral_split(sig0: torch.Tensor, sig1: torch.Tensor, eta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -42,7 +42,7 @@ class AncestralMidpoint(Solver):
     ``sigma~_0`` and ``sigma~_d`` (order 2 for ``eta = 0``, weak order 1 otherwise; 2 NFE/step).
 
     Subclasses define ``__init__(self, *, eta=...)`` (their default) calling this one, and ``step``
-    calling :meth:`stage` and combining its values into ``x_1``.
+    calling :meth:`stage` and handing its combination of the values to :meth:`finish`.
     """
 
     nfe_per_step = 2
@@ -76,3 +76,11 @@ class AncestralMidpoint(Solver):
         xm = lincomb(x, (am / a0 * q).to(x.dtype), [((am * (1 - q)).to(x.dtype), d0)], out=buffer(state, "xm", x))
         dm = data_prediction(process, xm, cm.to(t0.dtype).expand_as(t0), cm, buffer(state, "dm", x))
         return a0, a1, sig0, down, up, sigm, am, xm, dm
+
+    def finish(self, x: torch.Tensor, state: dict, noise: Any, decay: torch.Tensor,
+               terms: list[tuple[torch.Tensor, torch.Tensor]], a1: torch.Tensor, up: torch.Tensor):
+        """The step's result ``(x_1, state, None)``: ``x_1 = decay x + sum(terms)``, plus the re-injected
+        noise ``alpha_1 sigma~_u z`` when ``eta > 0`` (``decay``, ``a1``, ``up`` in float64)."""
+        if self.stochastic:
+            terms.append(((a1 * up).to(x.dtype), noise.z))
+        return lincomb(x, decay.to(x.dtype), terms, out=spare(state, x)), state, None

@@ -20,9 +20,8 @@ Order: 2 (ODE); weak order 1 (ancestral). NFE per step: 2.
 
 from __future__ import annotations
 
-from ..kernels import lincomb
 from ._ancestral import AncestralMidpoint, ancestral_split, check_eta
-from .base import register, spare
+from .base import register
 
 __all__ = ["DPM2", "DPM2Ancestral", "ancestral_split", "check_eta"]  # the helpers live in ._ancestral
 
@@ -43,10 +42,8 @@ class DPM2(AncestralMidpoint):
     def step(self, process, t0, t1, x, state, noise):
         a0, a1, sig0, down, up, sigm, am, xm, dm = self.stage(process, t0, t1, x, state)
         k = (down - sig0) / sigm  # x~_1 = x~_0 + k (x~_m - D_m) + sigma~_u z
-        terms = [((a1 / am * k).to(x.dtype), xm), ((-a1 * k).to(x.dtype), dm)]
-        if self.stochastic:
-            terms.append(((a1 * up).to(x.dtype), noise.z))
-        return lincomb(x, (a1 / a0).to(x.dtype), terms, out=spare(state, x)), state, None
+        return self.finish(x, state, noise, a1 / a0, [((a1 / am * k).to(x.dtype), xm), ((-a1 * k).to(x.dtype), dm)],
+                           a1, up)
 
 
 @register

@@ -13,9 +13,8 @@ gives the deterministic midpoint form. Order: 2 (``eta = 0``); weak order 1. NFE
 
 from __future__ import annotations
 
-from ..kernels import lincomb
 from ._ancestral import AncestralMidpoint
-from .base import register, spare
+from .base import register
 
 
 @register
@@ -34,7 +33,4 @@ class DPMPP2SAncestral(AncestralMidpoint):
     def step(self, process, t0, t1, x, state, noise):
         a0, a1, sig0, down, up, _, _, _, dm = self.stage(process, t0, t1, x, state)
         q1 = down / sig0  # x~_d = q1 x~_0 + (1 - q1) D_m
-        terms = [((a1 * (1 - q1)).to(x.dtype), dm)]
-        if self.stochastic:
-            terms.append(((a1 * up).to(x.dtype), noise.z))
-        return lincomb(x, (a1 / a0 * q1).to(x.dtype), terms, out=spare(state, x)), state, None
+        return self.finish(x, state, noise, a1 / a0 * q1, [((a1 * (1 - q1)).to(x.dtype), dm)], a1, up)
