@@ -196,13 +196,18 @@ def test_deis_order(order):
     assert resolve("deis", order=order).order == order
 
 
-def test_deis_first_order_is_ddim():
-    """order=1 is DDIM (the first-order exponential integrator), to round-off."""
+def _assert_order_1_is_ddim(solver: str, steps: int) -> None:
+    """``solver`` with ``order=1`` is DDIM (the first-order exponential integrator), to round-off (VP, logsnr grid)."""
     sde, mix = SDES["vp"], _gaussian()
     x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    a = sdekit.sample(mix.score_fn(sde), sde, "deis", x_T=x_T, steps=12, order=1, schedule="logsnr")
-    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=12, schedule="logsnr")
+    a = sdekit.sample(mix.score_fn(sde), sde, solver, x_T=x_T, steps=steps, order=1, schedule="logsnr")
+    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=steps, schedule="logsnr")
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_deis_first_order_is_ddim():
+    """order=1 is DDIM (the first-order exponential integrator), to round-off."""
+    _assert_order_1_is_ddim("deis", 12)
 
 
 def test_deis_options_are_checked():
@@ -234,11 +239,7 @@ def test_dpmpp_singlestep_third_order(solver_type):
 
 
 def test_dpmpp_singlestep_order_1_is_ddim_and_options_are_checked():
-    sde, mix = SDES["vp"], _gaussian()
-    x_T = sde.prior_sample((8, 4), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    a = sdekit.sample(mix.score_fn(sde), sde, "dpmpp_singlestep", x_T=x_T, steps=9, order=1, schedule="logsnr")
-    b = sdekit.sample(mix.score_fn(sde), sde, "ddim", x_T=x_T, steps=9, schedule="logsnr")
-    assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
+    _assert_order_1_is_ddim("dpmpp_singlestep", 9)
     with pytest.raises(ValueError, match="order"):
         resolve("dpmpp_singlestep", order=4)
     with pytest.raises(ValueError, match="solver_type"):

@@ -36,7 +36,8 @@ from .base import Solver
 from .runge_kutta import state_update
 
 __all__ = ["check_bool", "check_solver_type", "check_third_order", "log_snr", "coef_times", "phi", "weights",
-           "data_prediction", "take_buffer", "push_history", "from_pure_noise", "order_cap", "ExponentialMultistep"]
+           "data_prediction", "scaled_levels", "take_buffer", "push_history", "from_pure_noise", "order_cap",
+           "HistoryMultistep", "ExponentialMultistep"]
 
 _SERIES_BELOW = 0.2  # below it phi_k comes from its Taylor series (the recursion loses digits)
 _SERIES_TERMS = 12   # 0.2^13 / 13! < 1e-19
@@ -125,6 +126,15 @@ def data_prediction(process: Any, x: Tensor, t: Tensor, tc: Tensor, out: Tensor)
     return lincomb(x, (1.0 / a).to(x.dtype), [((sg * sg / a).to(x.dtype), s)], out=out)
 
 
+def scaled_levels(sde: Any, t0: Tensor, t1: Tensor) -> tuple[Tensor, ...]:
+    """``(c0, c1, sig0, sig1, a0, a1)`` of a step ``t0 -> t1`` in scaled noise levels: the coefficient
+    times (:func:`coef_times`), ``sigma~ = sigma/alpha = e^{-lambda}`` and ``alpha`` at both ends (float64)."""
+    c0, c1 = coef_times(t0, t1)
+    c0d, c1d = c0.to(torch.float64), c1.to(torch.float64)
+    sig0, sig1 = torch.exp(-log_snr(sde, c0)), torch.exp(-log_snr(sde, c1))
+    return c0, c1, sig0, sig1, sde.alpha(c0d), sde.alpha(c1d)
+
+
 def from_pure_noise(process: Any, t0: Tensor, state: dict) -> bool:
     """Whether this is the first step and it starts where ``alpha = 0`` (``lambda = -inf``, e.g. a
     :class:`~sdekit.sde.FlowSDE` at ``t = 1``). That point's ``D`` carries no local information (its
@@ -187,7 +197,24 @@ def check_third_order(value: Any) -> str:
     return value
 
 
-class ExponentialMultistep(Solver):
+class HistoryMultistep(Solver):
+    """Base class of the multistep solvers whose state is a history of ``(lambda, value)`` points
+    (newest first, at most the order's worth kept by :func:`push_history`) and a step counter ``i``."""
+
+    lower_order_final: bool = True
+
+    def init(self, process, x, t0):
+        return {"hist": [], "i": 0}
+
+    def new_point(self, state: dict, point: tuple[Tensor, Tensor], order: int, *,
+                  count_denoise: bool = False) -> tuple[list[tuple[Tensor, Tensor]], int]:
+        """The history with ``point`` in front, and the order this step can use: at most ``order``, the
+        points there are, and the lower-order-final cap (:func:`order_cap`)."""
+        hist = [point] + state["hist"]
+        return hist, min(order, len(hist), order_cap(state, self.lower_order_final, count_denoise=count_denoise))
+
+
+class ExponentialMultistep(HistoryMultistep):
     """Base class: exponential Adams–Bashforth step in log-SNR time with data prediction.
 
     Subclasses set ``max_order`` and a constructor that sets ``eta`` (the noise rate,
@@ -212,7 +239,6 @@ class ExponentialMultistep(Solver):
     nfe_per_step = 1
     max_order: ClassVar[int] = 1
     eta: float = 0.0
-    lower_order_final: bool = True
     #: with ``lower_order_final``: ``False`` (sdekit's rule) drops the order of the last solver steps
     #: before the denoising step; ``True`` counts the denoising step as the last step (diffusers' and
     #: k-diffusion's rule, for parity): a second-order method then never drops order. sdekit's rule is
@@ -238,17 +264,13 @@ class ExponentialMultistep(Solver):
         """The rate ``eta`` of the step (DDIM's ``eta`` maps to a step-dependent rate)."""
         return self.eta
 
-    def init(self, process, x, t0):
-        return {"hist": [], "i": 0}
-
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
         c0, c1 = coef_times(t0, t1)
         l0, l1 = log_snr(sde, c0), log_snr(sde, c1)
         h = l1 - l0
         d0 = data_prediction(process, x, t0, c0, take_buffer(state, x))
-        hist = [(l0, d0)] + state["hist"]
-        n = min(self.max_order, len(hist), order_cap(state, self.lower_order_final, count_denoise=self.count_denoise))
+        hist, n = self.new_point(state, (l0, d0), self.max_order, count_denoise=self.count_denoise)
         eta = self.noise_rate(h)
         phis = phi((1.0 + eta) * h, n)
         if n == 2 and self.solver_type == "midpoint":

@@ -25,8 +25,8 @@ import torch
 
 from .._utils import check_bool, check_int
 from ..kernels import lincomb
-from ._exponential import coef_times, log_snr, order_cap, phi, push_history, take_buffer, weights
-from .base import Solver, register, spare
+from ._exponential import HistoryMultistep, coef_times, log_snr, phi, push_history, take_buffer, weights
+from .base import register, spare
 
 MAX_ORDER = 3
 
@@ -42,7 +42,7 @@ def noise_prediction(process, x: torch.Tensor, t: torch.Tensor, tc: torch.Tensor
 
 
 @register
-class DEIS(Solver):
+class DEIS(HistoryMultistep):
     """DEIS: exponential Adams–Bashforth on the noise prediction in log-rho (order ``order``, 1 NFE/step)."""
 
     name = "deis"
@@ -67,17 +67,13 @@ class DEIS(Solver):
     def options(self):
         return {"order": self.steps_order, "lower_order_final": self.lower_order_final}
 
-    def init(self, process, x, t0):
-        return {"hist": [], "i": 0}
-
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
         c0, c1 = coef_times(t0, t1)
         l0, l1 = log_snr(sde, c0), log_snr(sde, c1)
         h = l1 - l0
         e0 = noise_prediction(process, x, t0, c0, take_buffer(state, x))
-        hist = [(l0, e0)] + state["hist"]
-        n = min(self.steps_order, len(hist), order_cap(state, self.lower_order_final))
+        hist, n = self.new_point(state, (l0, e0), self.steps_order)
         w = weights([1.0 - (lj - l0) / h for lj, _ in hist[:n]], phi(h, n))
         a0, a1 = sde.alpha(c0.to(torch.float64)), sde.alpha(c1.to(torch.float64))
         k = -a1 * sde.sigma(c0.to(torch.float64)) / a0  # -alpha_t rho_s

@@ -20,7 +20,7 @@ import torch
 
 from .._utils import check_real
 from ..kernels import lincomb
-from ._exponential import coef_times, data_prediction, log_snr
+from ._exponential import data_prediction, scaled_levels
 from .base import Solver, buffer, register, spare
 
 
@@ -53,10 +53,8 @@ class EDMHeun(Solver):
 
     def step(self, process, t0, t1, x, state, noise):
         sde = process.sde
-        c0, c1 = coef_times(t0, t1)
-        c0d, c1d = c0.to(torch.float64), c1.to(torch.float64)
-        sig0, sig1 = torch.exp(-log_snr(sde, c0)), torch.exp(-log_snr(sde, c1))
-        a0, a1 = sde.alpha(c0d), sde.alpha(c1d)
+        c0, c1, sig0, sig1, a0, a1 = scaled_levels(sde, t0, t1)
+        c0d = c0.to(torch.float64)
         xh, th, ch, sigh, ah = x, t0, c0d, sig0, a0
         if self.stochastic:
             grid = state.get("grid")

@@ -22,23 +22,23 @@ import torch
 from .._utils import check_int
 from ..kernels import lincomb
 from ._exponential import (
+    HistoryMultistep,
     check_bool,
     coef_times,
     data_prediction,
     from_pure_noise,
     log_snr,
-    order_cap,
     phi,
     push_history,
     take_buffer,
     weights,
 )
-from .base import Solver, buffer, register, spare
+from .base import buffer, register, spare
 from .runge_kutta import carry, state_update
 
 
 @register
-class UniPC(Solver):
+class UniPC(HistoryMultistep):
     """UniPC predictor–corrector (bh1/bh2), data prediction in log-SNR time (order p+1, 1 NFE/step)."""
 
     name = "unipc"
@@ -70,9 +70,6 @@ class UniPC(Solver):
             phis[1] = 0.5 * (h if self.variant == "bh1" else phis[0])
         return weights(r, phis)
 
-    def init(self, process, x, t0):
-        return {"hist": [], "i": 0}
-
     def _terms(self, sde, x, cs, ct, ls, lt, points):
         """Increment terms of the exponential Adams step from ``(x, s)`` to ``t`` through the ``(lambda, D)``
         ``points``; the decay's change ``sigma_t/sigma_s - 1`` (float64) is the term in ``x`` itself."""
@@ -99,8 +96,7 @@ class UniPC(Solver):
             state["start"], state["start_free"], start = corrected, start, corrected
         else:
             start.copy_(x)
-        hist = [(l0, d0)] + state["hist"]
-        n = min(self.predictor_order, len(hist), order_cap(state, self.lower_order_final))
+        hist, n = self.new_point(state, (l0, d0), self.predictor_order)
         terms = self._terms(sde, start, c0, c1, l0, l1, hist[:n])
         comp = carry(state, start)
         out = lincomb(start, 1.0, terms + ([] if comp is None else [(1.0, comp)]), out=spare(state, x))
