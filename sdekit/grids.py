@@ -17,7 +17,8 @@ from ._utils import check_int, check_real
 from .sde import SDE
 
 __all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "default_schedule", "check_run_grid",
-           "check_grid_memory", "check_save_memory", "tune", "resolve_auto", "SCHEDULES", "Schedule"]
+           "check_grid_memory", "check_save_memory", "tune", "check_tunable", "is_auto", "resolve_auto", "SCHEDULES",
+           "Schedule"]
 
 
 def _endpoints(sde: SDE, eps: float | None, T: float | None) -> tuple[float, float]:
@@ -399,8 +400,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
     e, t_end = _endpoints(sde, eps, None)
     solver = resolve(solver)
-    if solver.kind != "ode" or solver.stochastic or getattr(solver, "adaptive", False):
-        raise ValueError(f"tune needs a fixed-step ODE solver, got {solver.name!r}")
+    check_tunable(solver)
     if (nfe is None) == (steps is None):
         raise ValueError("give nfe= or steps=, exactly one")
     steps = steps_for_nfe(solver, check_int("nfe", nfe, minimum=1), denoise=True) if steps is None \
@@ -486,15 +486,22 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     return best.clone()
 
 
-def resolve_auto(schedule: Any, score_fn: Callable, sde: SDE, solver: Any, steps: int, *,
-                 shape: Sequence[int] | None, x_T: Tensor | None, eps: float | None,
-                 dtype: torch.dtype | None = None, device: torch.device | str | None = None) -> tuple[Any, dict]:
-    """``schedule="auto"``: the grid :func:`tune` makes for this model (and its pilot statistics for
-    ``Solution.stats``); any other schedule passes through with no statistics."""
-    if not (isinstance(schedule, str) and schedule == "auto"):
-        return schedule, {}
+def check_tunable(solver: Any) -> None:
+    """Refuse a solver :func:`tune` cannot tune a grid for (it needs a fixed-step ODE solver)."""
+    if solver.kind != "ode" or solver.stochastic or getattr(solver, "adaptive", False):
+        raise ValueError(f"tune needs a fixed-step ODE solver, got {solver.name!r}")
+
+
+def is_auto(schedule: Any) -> bool:
+    """Whether ``schedule`` is ``"auto"`` (a grid :func:`tune` makes for the run's score function)."""
+    return isinstance(schedule, str) and schedule == "auto"
+
+
+def resolve_auto(score_fn: Callable, sde: SDE, solver: Any, steps: int, x: Tensor, *,
+                 eps: float | None) -> tuple[Tensor, dict]:
+    """``schedule="auto"``: the grid :func:`tune` makes for this model, with its pilot statistics for
+    ``Solution.stats``. The pilot runs in the dtype and on the device of the run's starting state ``x``
+    (a float32 model needs float32); :func:`sdekit.solve` calls it after every other check."""
     info: dict = {}
-    if x_T is not None:  # the pilot runs in the sampling run's dtype and device (a float32 model needs float32)
-        shape, dtype, device = tuple(x_T.shape), x_T.dtype, x_T.device
-    return tune(score_fn, sde, solver, steps=steps, shape=shape, eps=eps, dtype=dtype or torch.get_default_dtype(),
-                device=device, info=info), info
+    return tune(score_fn, sde, solver, steps=steps, shape=tuple(x.shape), eps=eps, dtype=x.dtype, device=x.device,
+                info=info), info

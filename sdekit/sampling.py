@@ -15,8 +15,10 @@ from .grids import (
     check_grid_memory,
     check_run_grid,
     check_save_memory,
+    check_tunable,
     default_schedule,
     get_grid,
+    is_auto,
     resolve_auto,
 )
 from .integrate import NonFiniteError, Solution, StepInfo, integrate
@@ -220,14 +222,20 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
         steps = solver.default_steps
     steps = check_int("steps", steps, minimum=1)
     check_grid_memory(steps, "nfe" if nfe is not None else "steps")
-    resolved, auto_stats = resolve_auto(default_schedule(solver, sde) if schedule is None else schedule, score_fn, sde,
-                                        solver, steps, shape=shape, x_T=x_T, eps=eps, dtype=dtype, device=device)
-    grid = get_grid(resolved, sde, steps, eps=eps)
-    check_run_grid(None if auto_stats else schedule, grid, sde, steps=asked, nfe=nfe, eps=eps,
-                   x_T_given=x_T is not None, save_at=save_at,
-                   dtype=x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype(),
-                   needs_sde=solver.needs_sde)
-    check_start(sde, float(grid[0]), solver)
+    auto = is_auto(schedule)
+    if auto:
+        check_tunable(solver)
+    # schedule="auto": every check runs on the solver's default grid (same steps and ends), and the pilot
+    # that tunes the grid only after all of them, so a refused run spends no score evaluation
+    grid = get_grid(default_schedule(solver, sde) if schedule is None or auto else schedule, sde, steps, eps=eps)
+    state_dtype = x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype()
+
+    def check_grid(g: Tensor) -> None:
+        check_run_grid(None if auto else schedule, g, sde, steps=asked, nfe=nfe, eps=eps, x_T_given=x_T is not None,
+                       save_at=save_at, dtype=state_dtype, needs_sde=solver.needs_sde)
+        check_start(sde, float(g[0]), solver)
+
+    check_grid(grid)
     if compile_options and compile_options.get("fullgraph") and solver.stochastic \
             and not isinstance(noise, PhiloxNoise):
         raise ValueError(f"compile with fullgraph=True and the stochastic solver {solver.name!r} needs noise "
@@ -243,6 +251,10 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
         noise.check_run(grid, x)  # the noise must cover the grid and the state, before any score call
     check_save_memory(save_at, grid, x)
     check_tolerances(solver, grid, x.dtype)
+    auto_stats: dict = {}
+    if auto:
+        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps)
+        check_grid(grid)
     if condition is not None:
         solver = Conditioned(solver, condition)  # the condition wraps the solver; finalize below
     sol = integrate(process, solver, grid, x, GaussianNoise(generator) if noise is None else noise,

@@ -74,6 +74,24 @@ def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():
     assert not calls
 
 
+def test_auto_grid_pilot_runs_only_after_every_other_check():
+    """A run that is refused for another argument spends no pilot evaluation on the way."""
+    calls = []
+
+    def score(x, t):
+        calls.append(1)
+        return SCORE(x, t)
+
+    with pytest.raises(ValueError, match="save_at"):
+        sdekit.sample(score, SDE, "unipc", shape=(4, 6), nfe=6, schedule="auto", save_at=[1.5])
+    with pytest.raises(ValueError, match="generator"):
+        sdekit.sample(score, SDE, "unipc", shape=(4, 6), nfe=6, schedule="auto",
+                      generator=[torch.Generator().manual_seed(i) for i in range(3)])
+    with pytest.raises(ValueError, match="eps"):
+        sdekit.sample(score, SDE, "unipc", shape=(4, 6), nfe=6, schedule="auto", eps=2.0)
+    assert not calls
+
+
 def test_auto_grid_cache_is_keyed_by_the_score_function_and_holds_no_reference():
     import gc
     import weakref
