@@ -317,12 +317,16 @@ class PerSampleNoise(GaussianNoise):
         self._gens = [torch.Generator(device=self.device).manual_seed(sample_seed(self.seed, i))
                       for i in self.indices]
 
+    def _check(self, x: Tensor, what: str) -> None:
+        """One generator per sample, on one device: ``x`` must have that batch and device type."""
+        if x.ndim < 1 or x.shape[0] != len(self._gens):
+            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but {what} "
+                             f"{tuple(x.shape)}")
+        if x.device.type != self.device.type:
+            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {x.device}")
+
     def normal(self, like: Tensor) -> Tensor:
-        if like.ndim < 1 or like.shape[0] != len(self._gens):
-            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but was asked "
-                             f"for noise of shape {tuple(like.shape)}")
-        if like.device.type != self.device.type:
-            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {like.device}")
+        self._check(like, "was asked for noise of shape")
         out = torch.empty(like.shape, device=like.device, dtype=like.dtype)
         row_shape = tuple(like.shape[1:])
         for j, g in enumerate(self._gens):
@@ -331,11 +335,7 @@ class PerSampleNoise(GaussianNoise):
 
     def check_run(self, grid: Tensor, x: Tensor) -> None:
         """One generator per sample: the run's batch must be the one the indices were given for."""
-        if x.ndim < 1 or x.shape[0] != len(self._gens):
-            raise ValueError(f"PerSampleNoise was built for {len(self._gens)} samples (indices) but the run's state "
-                             f"has shape {tuple(x.shape)}")
-        if x.device.type != self.device.type:
-            raise ValueError(f"PerSampleNoise draws on {self.device} but the state is on {x.device}")
+        self._check(x, "the run's state has shape")
 
     def prior(self, sde, shape: Sequence[int], *, dtype: torch.dtype) -> Tensor:
         """``x_T`` from the prior ``N(0, sde.prior_std^2 I)``, each row from its own sample's stream."""
