@@ -192,8 +192,8 @@ def check_solver(solver: Solver, process: Any, noise: NoiseSource | None = None)
     if solver.needs_levy_area and noise is not None and \
             type(noise).space_time_levy is NoiseSource.space_time_levy:
         raise NoiseCapabilityError(f"solver {name!r} draws space-time Lévy area, which {type(noise).__name__} does "
-                                   f"not provide: {type(noise).__name__} does not provide space-time Lévy area; use "
-                                   "GaussianNoise, BrownianNoise(levy_area='space-time') or PhiloxNoise")
+                                   "not provide; use GaussianNoise, BrownianNoise(levy_area='space-time') or "
+                                   "PhiloxNoise")
 
 
 class Corrector(Solver):
