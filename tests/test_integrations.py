@@ -281,3 +281,12 @@ def test_unmodified_ddpm_pipeline_runs_the_new_one_call_solvers(ddpm_pipe, solve
     for multi_stage in ("dpm_2", "dpm_2_ancestral", "dpmpp_2s_ancestral", "pndm"):
         with pytest.raises(ValueError, match="one per timestep"):
             SdekitScheduler.from_config(config, solver=multi_stage)
+
+
+def test_scheduler_refuses_a_learned_variance_config():
+    """A model that also predicts its variance (twice the channels) is refused when the scheduler is built,
+    not at the first step (the config's variance_type was dropped before)."""
+    config = diffusers.DDPMScheduler(variance_type="learned_range").config
+    with pytest.raises(ValueError, match="variance"):
+        SdekitScheduler.from_config(config, solver="dpmpp_3m")
+    SdekitScheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_small").config, solver="dpmpp_3m")

@@ -92,6 +92,8 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             schedule (as diffusers' ``DDPMScheduler``), ignored with ``flow=True``.
         prediction_type: ``"epsilon"``, ``"v_prediction"``, ``"sample"`` or ``"flow_prediction"``.
         clip_sample, clip_sample_range: clip the data prediction to ``[-range, range]`` (DDPM configs).
+        variance_type: a DDPM config's; ``"learned"``/``"learned_range"`` are refused (by
+            :func:`sdekit.score.from_diffusers`: the model then also predicts its variance).
         flow: a flow-matching model (velocity output, ``timestep = sigma * num_train_timesteps``).
         shift: SD3's time shift of a flow config: the grid is laid out on ``FlowSDE(shift)`` time.
         solver: an sdekit solver name that evaluates the model once per step (e.g. ``"dpmpp_3m"``).
@@ -107,7 +109,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
                  beta_schedule: str = "linear", trained_betas: Any = None, prediction_type: str = "epsilon",
                  clip_sample: bool = False, clip_sample_range: float = 1.0, flow: bool = False,
                  shift: float = 1.0, solver: str = "dpmpp_2m", schedule: str | None = None,
-                 solver_options: dict | None = None) -> None:
+                 solver_options: dict | None = None, variance_type: str = "fixed_small") -> None:
         if solver_options is not None and not isinstance(solver_options, dict):
             raise TypeError(f"solver_options must be a dict or None, got {type(solver_options).__name__}")
         self.solver = resolve(solver, **dict(solver_options or {}))
@@ -136,7 +138,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             ref = DDPMScheduler(num_train_timesteps=num_train_timesteps, beta_start=beta_start, beta_end=beta_end,
                                 beta_schedule=beta_schedule, trained_betas=trained_betas,
                                 prediction_type=prediction_type, clip_sample=clip_sample,
-                                clip_sample_range=clip_sample_range)
+                                clip_sample_range=clip_sample_range, variance_type=variance_type)
         # from_diffusers honours clip_sample (a clamp of the data prediction), as for any DDPM-type scheduler
         self._score, self.sde = from_diffusers(self._pending, ref)
         self.init_noise_sigma = 1.0
@@ -161,7 +163,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             or cfg.get("prediction_type") == "flow_prediction" or bool(cfg.get("flow", False))
         init = {k: cfg[k] for k in ("num_train_timesteps", "beta_start", "beta_end", "beta_schedule",
                                     "trained_betas", "prediction_type", "clip_sample", "clip_sample_range",
-                                    "solver", "schedule", "solver_options") if k in cfg}
+                                    "solver", "schedule", "solver_options", "variance_type") if k in cfg}
         if flow:
             init["prediction_type"] = "flow_prediction"
             init["shift"] = float(cfg.get("shift", cfg.get("flow_shift", 1.0)) or 1.0)
