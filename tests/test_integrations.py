@@ -290,3 +290,21 @@ def test_scheduler_refuses_a_learned_variance_config():
     with pytest.raises(ValueError, match="variance"):
         SdekitScheduler.from_config(config, solver="dpmpp_3m")
     SdekitScheduler.from_config(diffusers.DDPMScheduler(variance_type="fixed_small").config, solver="dpmpp_3m")
+
+
+def test_scheduler_keeps_a_float64_sample_in_float64():
+    """A float64 loop through the scheduler equals sdekit.sample in float64 (the state was cast to float32)."""
+    sched = SdekitScheduler.from_config(diffusers.DDPMScheduler(clip_sample=False).config, solver="dpmpp_3m")
+    sched.set_timesteps(8)
+
+    def eps_model(x, t):  # time-independent: the check is the state's dtype, not the time labels
+        return 0.3 * torch.tanh(x)
+
+    x_T = torch.randn(4, 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = x_T
+    for t in sched.timesteps:
+        x = sched.step(eps_model(x, torch.full((4,), float(t), dtype=torch.float64)), t, x).prev_sample
+    score, sde = sdekit.score.from_diffusers(eps_model, diffusers.DDPMScheduler(clip_sample=False))
+    native = sdekit.sample(score, sde, "dpmpp_3m", x_T=x_T, schedule=sched._grid)
+    assert x.dtype == torch.float64
+    assert float((x - native).abs().max()) <= 1e-12 * float(native.abs().max())

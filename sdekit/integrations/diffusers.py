@@ -217,7 +217,9 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
         if model_output.shape != sample.shape:
             raise ValueError(f"model_output has shape {tuple(model_output.shape)} but sample has "
                              f"{tuple(sample.shape)} (split learned-variance channels off before step)")
-        x = sample.to(dtype=torch.float32, copy=True)  # the solver may recycle it as a buffer: ours alone
+        # the state in float32 at least (a half-precision pipeline's sample is upcast, a float64 one kept);
+        # a copy: the solver may recycle it as a buffer
+        x = sample.to(dtype=torch.promote_types(sample.dtype, torch.float32), copy=True)
         b = x.shape[0]
         if self._run is None or self._run["batch"] != b:
             if self._i != 0:
@@ -228,7 +230,7 @@ class SdekitScheduler(SchedulerMixin, ConfigMixin):
             state.setdefault("grid", ts)
             self._run = {"batch": b, "process": process, "ts": ts, "state": state}
         run = self._run
-        self._pending.x, self._pending.output = x, model_output.to(torch.float32)
+        self._pending.x, self._pending.output = x, model_output.to(x.dtype)
         ts, i = run["ts"], self._i
         if i < n:
             t0, t1 = ts[i].expand(b), ts[i + 1].expand(b)
