@@ -260,7 +260,8 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
 
     lines = ["### schedule=\"auto\": sdekit default vs auto vs the best peer (deterministic samplers)", "",
              "Cell: ODE-map error [mean flips] / FD ± s.e. (method, counted NFE, pilot NFE of the auto grid, tuned "
-             "once per problem and budget on 64 prior samples that are not the evaluated ones).", "",
+             f"once per problem and budget on {ours.AUTO_PILOT_BATCH} prior samples that are not the evaluated "
+             "ones).", "",
              "| NFE ≤ | problem | sdekit default | sdekit auto | best peer |", "|---:|---|---|---|---|"]
     ratios: dict[tuple, list[float]] = {}
     for b in sorted(budgets):
@@ -377,7 +378,7 @@ def main(argv: list[str] | None = None) -> dict:
                     help="add an sdekit configuration (repeatable), e.g. unipc:logsnr")
     ap.add_argument("--auto", default=None, metavar="SOLVERS",
                     help="add schedule='auto' configurations of these deterministic solvers (comma list, e.g. "
-                         "unipc,dpmpp_3m): the grid is tuned by sdekit.grids.tune on a separate pilot batch (64 "
+                         "unipc,dpmpp_3m): the grid is tuned by sdekit.grids.tune on a separate pilot batch (256 "
                          "prior samples, seed ours.AUTO_PILOT_SEED, not the evaluated x_T); the pilot's NFE is "
                          "shown apart ('pilot N'), never in the run's NFE")
     ap.add_argument("--auto-nfe", default=None, metavar="NFES",

@@ -76,7 +76,7 @@ def default_configs(solvers: list[str] | None = None) -> list[Config]:
 #: seed of the ``schedule="auto"`` pilot's prior samples: distinct from every evaluated draw (``peers.py``
 #: draws x_T with seeds ``problem.seed + 1000 k``), so the grid is never tuned on the samples it is judged on
 AUTO_PILOT_SEED = 7919
-AUTO_PILOT_BATCH = 64
+AUTO_PILOT_BATCH = 256  # sdekit.grids.tune's default
 
 
 def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT_SEED,
