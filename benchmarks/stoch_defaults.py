@@ -17,8 +17,13 @@ Example (the runs behind ``benchmarks/results/stoch-{tuning,heldout}.md``)::
 
 from __future__ import annotations
 
+import argparse
+import collections
 import itertools
+import json
+import math
 import os
+import re
 import sys
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
@@ -44,10 +49,102 @@ def candidates() -> list[ours.Config]:
     return out
 
 
+#: (label, configuration key ``library:method:setting`` without the step count) of the summary's sdekit rows;
+#: the new default is the explicit candidate in runs made before it became the default
+AFTER_ALIASES = {"sdekit:dpmpp_2m_sde:logsnr": "sdekit:dpmpp_2m_sde:logsnr solver_type=midpoint count_denoise=True"}
+BEFORE_AFTER = [("dpmpp_2m_sde default (after)", "sdekit:dpmpp_2m_sde:logsnr"),
+                ("dpmpp_2m_sde before (karras, heun, count_denoise=False)",
+                 "sdekit:dpmpp_2m_sde:karras solver_type=heun count_denoise=False"),
+                ("dpmpp_3m_sde default (snr_power, unchanged)", "sdekit:dpmpp_3m_sde:snr_power")]
+
+
+def _cells(runs: list[dict], metric: str) -> dict[tuple[str, str, int], list[float]]:
+    """``(config key, problem, budget) -> [metric per seed]`` of the stochastic fixed-budget runs
+    (FD in 32 projected dimensions where the problem has one)."""
+    out: dict[tuple[str, str, int], list[float]] = collections.defaultdict(list)
+    for r in runs:
+        if r["deterministic"] or r["budget"] is None or not r["finite"]:
+            continue
+        v = r["sw2"] if metric == "sw2" else (r["fd_proj"] if r["fd_proj"] == r["fd_proj"] else r["fd"])
+        key = f"{r['library']}:{r['method']}:" + re.sub(r" (n|steps)=\d+", "", r["setting"])
+        out[(key, r["problem"], r["budget"])].append(v)
+    for short, long in AFTER_ALIASES.items():
+        for (key, p, b), v in list(out.items()):
+            if key == long and (short, p, b) not in out:
+                out[(short, p, b)] = v
+    return out
+
+
+def summary(path: str, split: str) -> str:
+    """Markdown tables of a run: per problem and NFE, mean ± s.e. over seeds of the before/after sdekit
+    defaults, sdekit's best default, and each peer's best configuration; then per NFE, geometric means
+    over the problems against the single peer configuration with the lowest geometric mean."""
+    with open(path) as fh:
+        runs = json.load(fh)["runs"]
+    lines = [f"Split: **{split}** (`{os.path.basename(path)}`). FD: Fréchet distance to the exact mixture "
+             "(32 projected dimensions for d > 256); mean ± s.e. over the seeds; SW2: sliced W2 (mean).", ""]
+    for metric in ("fd", "sw2"):
+        cells = _cells(runs, metric)
+        mean = {k: sum(v) / len(v) for k, v in cells.items()}
+        se = {k: (math.sqrt(sum((x - mean[k]) ** 2 for x in v) / (len(v) - 1) / len(v)) if len(v) > 1 else 0.0)
+              for k, v in cells.items()}
+        problems = sorted({k[1] for k in mean})
+        budgets = sorted({k[2] for k in mean})
+        configs = sorted({k[0] for k in mean})
+        defaults = [key for _, key in BEFORE_AFTER if key != BEFORE_AFTER[1][1]]
+        lines += [f"### {metric.upper()} per problem", "",
+                  "| problem | NFE | " + " | ".join(lbl for lbl, _ in BEFORE_AFTER)
+                  + " | best k-diffusion | best diffusers | sdekit best default / best peer |",
+                  "|---|---:|" + "---|" * (len(BEFORE_AFTER) + 2) + "---:|"]
+        for p in problems:
+            for b in budgets:
+                row = [p, str(b)]
+                for _, key in BEFORE_AFTER:
+                    k = (key, p, b)
+                    row.append(f"{mean[k]:.4g} ± {se[k]:.2g}" if k in mean else "-")
+                best_peer = math.inf
+                for lib in ("k-diffusion", "diffusers"):
+                    cand = [(mean[(c, p, b)], c) for c in configs if c.startswith(lib + ":") and (c, p, b) in mean]
+                    if cand:
+                        v, c = min(cand)
+                        best_peer = min(best_peer, v)
+                        row.append(f"{v:.4g} ± {se[(c, p, b)]:.2g} ({c.split(':', 1)[1]})")
+                    else:
+                        row.append("-")
+                ours_best = min((mean[(d, p, b)] for d in defaults if (d, p, b) in mean), default=math.nan)
+                row.append(f"{ours_best / best_peer:.2f}")
+                lines.append("| " + " | ".join(row) + " |")
+        lines += ["", f"### {metric.upper()}: geometric mean over the {len(problems)} problems", "",
+                  "| NFE | " + " | ".join(lbl for lbl, _ in BEFORE_AFTER)
+                  + " | best peer configuration | sdekit best default / best peer |",
+                  "|---:|" + "---|" * (len(BEFORE_AFTER) + 1) + "---:|"]
+
+        def gm(c: str, b: int, mean: dict = mean, problems: list = problems) -> float:
+            vals = [mean.get((c, p, b)) for p in problems]
+            return math.exp(sum(map(math.log, vals)) / len(vals)) if None not in vals else math.nan
+
+        for b in budgets:
+            peer = min(((gm(c, b), c) for c in configs if not c.startswith("sdekit:") and gm(c, b) == gm(c, b)),
+                       default=(math.nan, "-"))
+            ours_gm = [gm(key, b) for _, key in BEFORE_AFTER]
+            best = min(gm(d, b) for d in defaults)
+            lines.append(f"| {b} | " + " | ".join(f"{v:.4g}" for v in ours_gm)
+                         + f" | {peer[0]:.4g} ({peer[1]}) | {best / peer[0]:.2f} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--peer-regex"]:
         print(PEER_REGEX)
+        return {}
+    if argv and argv[0] == "--summary":  # --summary JSON SPLIT: print the markdown tables of a saved run
+        ap = argparse.ArgumentParser(prog="stoch_defaults.py --summary")
+        ap.add_argument("json")
+        ap.add_argument("split", choices=("tuning", "heldout"))
+        args = ap.parse_args(argv[1:])
+        print(summary(args.json, args.split))
         return {}
     ours.EXTRA_CONFIGS.extend(candidates())
     return peers.main(argv)
