@@ -25,6 +25,9 @@ import math
 import os
 import re
 import sys
+from typing import Any
+
+import torch
 
 if __package__ in (None, ""):  # run as a script: make `benchmarks` importable
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -134,10 +137,59 @@ def summary(path: str, split: str) -> str:
     return "\n".join(lines)
 
 
+def rank(paths: list[str], budgets: list[int], top: int = 8) -> str:
+    """Markdown: sdekit's configurations ranked by the geometric mean, over the problems of ``paths`` and then
+    over ``budgets``, of FD (and SW2) divided by the best sdekit configuration's on the same problem and
+    budget (1 = best everywhere); ``max`` is the worst such ratio (the configuration's worst problem)."""
+    runs: list[dict] = []
+    for path in paths:
+        with open(path) as fh:
+            runs += [r for r in json.load(fh)["runs"] if r["library"] == "sdekit"]
+    fd, sw = _cells(runs, "fd"), _cells(runs, "sw2")
+    mean = {k: (sum(v) / len(v), sum(sw[k]) / len(sw[k])) for k, v in fd.items()}
+    problems = sorted({k[1] for k in mean})
+    best = {(p, b, i): min(v[i] for k, v in mean.items() if k[1] == p and k[2] == b)
+            for p in problems for b in budgets for i in (0, 1)}
+
+    def gm(xs: list[float]) -> float:
+        return math.exp(sum(map(math.log, xs)) / len(xs))
+
+    rows = []
+    for c in sorted({k[0] for k in mean} - {long for long in AFTER_ALIASES.values()}):
+        if any((c, p, b) not in mean for p in problems for b in budgets):
+            continue
+        per = {b: [[mean[(c, p, b)][i] / best[(p, b, i)] for p in problems] for i in (0, 1)] for b in budgets}
+        rows.append((gm([gm(per[b][0]) for b in budgets]), gm([gm(per[b][1]) for b in budgets]), c, per))
+    rows.sort()
+    marked = {key for _, key in BEFORE_AFTER}
+    lines = [f"{len(problems)} problems: {', '.join(problems)}; NFE {', '.join(map(str, budgets))}.", "",
+             "| configuration | FD score | SW2 score | " + " | ".join(f"FD NFE {b} (max)" for b in budgets) + " |",
+             "|---|---:|---:|" + "---:|" * len(budgets)]
+    for i, (f, w, c, per) in enumerate(rows):
+        if i < top or c in marked:
+            name = f"**{c}**" if c in marked else c
+            lines.append(f"| {name} | {f:.3f} | {w:.3f} | "
+                         + " | ".join(f"{gm(per[b][0]):.2f} ({max(per[b][0]):.0f})" for b in budgets) + " |")
+    return "\n".join(lines + [""])
+
+
+def diffusers_grid(p: Any, budget: int, solver: Any) -> tuple[torch.Tensor, int]:
+    """A :class:`~benchmarks._peers.ours.Config` schedule: the times of diffusers' ``budget`` timesteps
+    (``timestep_spacing="linspace"``: ``round(999 (n - k) / n)`` on the benchmark's 1000-step chain, whose
+    step ``i`` is ``t = eps + (T - eps) i / 999``), so the final denoising starts from ``t ~ T / n``;
+    no pilot (0 extra NFE)."""
+    k = torch.arange(budget, dtype=torch.float64)
+    steps = torch.round(999 * (budget - k) / budget) / 999
+    return p.sde.eps + (p.sde.T - p.sde.eps) * steps, 0
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = sys.argv[1:] if argv is None else argv
     if argv == ["--peer-regex"]:
         print(PEER_REGEX)
+        return {}
+    if argv and argv[0] == "--rank":  # --rank NFES JSON [JSON ...]: rank sdekit's configurations of saved runs
+        print(rank(argv[2:], [int(b) for b in argv[1].split(",")]))
         return {}
     if argv and argv[0] == "--summary":  # --summary JSON SPLIT: print the markdown tables of a saved run
         ap = argparse.ArgumentParser(prog="stoch_defaults.py --summary")
@@ -146,7 +198,13 @@ def main(argv: list[str] | None = None) -> dict:
         args = ap.parse_args(argv[1:])
         print(summary(args.json, args.split))
         return {}
-    ours.EXTRA_CONFIGS.extend(candidates())
+    if "--diffusers-grid" in argv:  # only dpmpp_2m_sde (midpoint, count_denoise) on diffusers' grid
+        argv = [a for a in argv if a != "--diffusers-grid"]
+        ours.EXTRA_CONFIGS.append(ours.Config("dpmpp_2m_sde", diffusers_grid,
+                                              {"solver_type": "midpoint", "count_denoise": True},
+                                              label="diffusers-grid midpoint count_denoise"))
+    else:
+        ours.EXTRA_CONFIGS.extend(candidates())
     return peers.main(argv)
 
 
