@@ -52,9 +52,11 @@ STOCHASTIC = [(n, n, {}) for n in ("ancestral", "dpmpp_2m_sde", "dpmpp_3m_sde", 
                                     "reverse_diffusion", "srk")] + [
     ("dpmpp_2m_sde eta=0.5", "dpmpp_2m_sde", {"eta": 0.5}), ("dpmpp_3m_sde eta=0.5", "dpmpp_3m_sde", {"eta": 0.5}),
     ("ddim eta=1", "ddim", {"eta": 1.0}), ("pc snr=0.01", "pc", {"snr": 0.01}),
-    # the forms of k-diffusion's sample_dpmpp_2m_sde (midpoint, its rule for the last steps)
-    ("dpmpp_2m_sde midpoint", "dpmpp_2m_sde", {"solver_type": "midpoint"}),
-    ("dpmpp_2m_sde count_denoise", "dpmpp_2m_sde", {"count_denoise": True}),
+    # the forms of dpmpp_2m_sde (midpoint/heun, k-diffusion's rule for the last steps or sdekit's), spelled out:
+    # the default became the midpoint count_denoise form (issue 12 item 5, benchmarks/stoch_defaults.py)
+    ("dpmpp_2m_sde heun", "dpmpp_2m_sde", {"solver_type": "heun", "count_denoise": False}),
+    ("dpmpp_2m_sde midpoint", "dpmpp_2m_sde", {"solver_type": "midpoint", "count_denoise": False}),
+    ("dpmpp_2m_sde count_denoise", "dpmpp_2m_sde", {"solver_type": "heun", "count_denoise": True}),
     ("dpmpp_2m_sde midpoint count_denoise", "dpmpp_2m_sde", {"solver_type": "midpoint", "count_denoise": True})]
 
 

@@ -138,8 +138,9 @@ ROWS = [
     Row("sample_dpmpp_2m_sde (BrownianTree)", '`dpmpp_2m_sde`, `solver_type="midpoint"`, `count_denoise=True`',
         _sde("sample_dpmpp_2m_sde", "dpmpp_2m_sde", solver_type="midpoint", count_denoise=True)),
     Row("sample_dpmpp_2m_sde(solver_type='heun')",
-        '`dpmpp_2m_sde` (default `solver_type="heun"`), `count_denoise=True`',
-        _sde("sample_dpmpp_2m_sde", "dpmpp_2m_sde", peer_options={"solver_type": "heun"}, count_denoise=True)),
+        '`dpmpp_2m_sde`, `solver_type="heun"`, `count_denoise=True`',
+        _sde("sample_dpmpp_2m_sde", "dpmpp_2m_sde", peer_options={"solver_type": "heun"}, solver_type="heun",
+             count_denoise=True)),
     Row("sample_dpmpp_3m_sde (BrownianTree)", '`dpmpp_3m_sde`', _sde("sample_dpmpp_3m_sde", "dpmpp_3m_sde"),
         tol=0.6, why="k-diffusion (and diffusers) weight the second divided difference D2 by phi_2/h - 1/2 ~ h/6, "
                      "half the exact integral of the quadratic (~ h/3) that sdekit takes "

@@ -22,8 +22,9 @@ bar. Stochastic solvers draw from torch's global RNG, as k-diffusion does.
 ``sample_dpmpp_2s_ancestral`` are k-diffusion's samplers of those names (to float32 round-off; the
 stochastic ones draw one ``randn_like(x)`` per step from torch's global RNG, as k-diffusion's
 ``default_noise_sampler`` does; k-diffusion's ``sample_dpmpp_2m_sde`` defaults to a BrownianTree
-path instead). sdekit's default ``dpmpp_2m``/``dpmpp_2m_sde`` are the Heun form of DPM-Solver++(2M),
-which differs from the midpoint form by a second-order term; they are exported as
+path instead). sdekit's default ``dpmpp_2m`` is the Heun form of DPM-Solver++(2M) (``dpmpp_2m_sde``
+defaults to the midpoint form), which differs from the midpoint form by a second-order term; the Heun
+forms are exported as
 ``sample_dpmpp_2m_heun`` and ``sample_dpmpp_2m_sde_heun`` (k-diffusion's ``solver_type="heun"``).
 All the DPM-Solver++(2M) drop-ins use ``count_denoise=True``, k-diffusion's rule for the last steps
 (only the step to ``sigma = 0``, sdekit's denoising step, is first order).
@@ -124,7 +125,7 @@ sample_dpmpp_3m = sampler("dpmpp_3m")
 sample_unipc = sampler("unipc")
 sample_ddim = sampler("ddim")
 sample_dpmpp_2m_sde = sampler("dpmpp_2m_sde", solver_type="midpoint", count_denoise=True)
-sample_dpmpp_2m_sde_heun = sampler("dpmpp_2m_sde", count_denoise=True)
+sample_dpmpp_2m_sde_heun = sampler("dpmpp_2m_sde", solver_type="heun", count_denoise=True)
 sample_dpm_2 = sampler("dpm_2")
 sample_dpm_2_ancestral = sampler("dpm_2_ancestral")
 sample_dpmpp_2s_ancestral = sampler("dpmpp_2s_ancestral")

@@ -242,8 +242,9 @@ class ExponentialMultistep(HistoryMultistep):
     #: with ``lower_order_final``: ``False`` (sdekit's rule) drops the order of the last solver steps
     #: before the denoising step; ``True`` counts the denoising step as the last step (diffusers' and
     #: k-diffusion's rule, for parity): a second-order method then never drops order. sdekit's rule is
-    #: the default: the defaults were tuned with it, and a first-order last step into eps is much better
-    #: at <= 10 NFE on karras grids (held-out 2-D, 8 NFE: dpmpp_2m_sde FD 0.020, vs 0.575 counting it)
+    #: the default of the ODE solvers (tuned with it; with the Heun form a first-order last step into eps
+    #: is much better at <= 10 NFE on karras grids: held-out 2-D, 8 NFE, dpmpp_2m_sde FD 0.020 vs 0.575);
+    #: dpmpp_2m_sde defaults to True with the midpoint form on logsnr (benchmarks/stoch_defaults.py)
     count_denoise: bool = False
     solver_type: str = "heun"
     third_order: str = "exact"
