@@ -17,16 +17,7 @@ from sdekit.process import DriftDiffusion
 from sdekit.solvers import resolve
 from sdekit.testing import GaussianMixture, convergence_slope, mixture_family
 
-
-def _sampling():
-    from benchmarks._peers.kdiffusion import load_sampling
-
-    for dep in ("scipy", "torchsde", "torchdiffeq", "tqdm"):
-        pytest.importorskip(dep, reason=f"k-diffusion's sampling.py needs {dep}")
-    mod = load_sampling()
-    if mod is None:
-        pytest.skip("k-diffusion is not installed (pip install k-diffusion --no-deps)")
-    return mod
+from .test_parity_kdiffusion import _sampling
 
 
 @pytest.mark.parametrize("steps", [4, 9])
