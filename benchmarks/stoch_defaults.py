@@ -13,6 +13,8 @@ Example (the runs behind ``benchmarks/results/stoch-{tuning,heldout}.md``)::
         --samples 500 --nfe 5,6,8,10 --seeds 3 --tolerances '' --no-overhead --sdekit defaults \\
         --libraries sdekit,k-diffusion,diffusers --solvers dpmpp_2m_sde,dpmpp_3m_sde \\
         --match "$(python benchmarks/stoch_defaults.py --peer-regex)" --tag stoch-tuning
+
+``--eta`` runs :func:`eta_candidates` instead (``benchmarks/results/stoch-eta-tuning.md``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,17 @@ def candidates() -> list[ours.Config]:
         out.append(ours.Config("dpmpp_2m_sde", grid, {"solver_type": st, "count_denoise": cd}))
     for grid, form in itertools.product(GRIDS, ("exact", "dpm-solver")):
         out.append(ours.Config("dpmpp_3m_sde", grid, {"third_order": form}))
+    return out
+
+
+def eta_candidates() -> list[ours.Config]:
+    """``dpmpp_2m_sde`` with ``eta`` 0.25, 0.5, 0.75 in its default form (``logsnr``, midpoint, counting the
+    denoising step) and its old one (``karras``, heun, not counting it): with an exact score the noise
+    has nothing to correct, so these exact-mixture problems favour small ``eta`` -- a study, not a default."""
+    out = []
+    for eta in (0.25, 0.5, 0.75):
+        out.append(ours.Config("dpmpp_2m_sde", "logsnr", {"eta": eta}))
+        out.append(ours.Config("dpmpp_2m_sde", "karras", {"eta": eta, "solver_type": "heun", "count_denoise": False}))
     return out
 
 
@@ -203,6 +216,9 @@ def main(argv: list[str] | None = None) -> dict:
         ours.EXTRA_CONFIGS.append(ours.Config("dpmpp_2m_sde", diffusers_grid,
                                               {"solver_type": "midpoint", "count_denoise": True},
                                               label="diffusers-grid midpoint count_denoise"))
+    elif "--eta" in argv:  # only dpmpp_2m_sde at lower noise rates (new and old forms), to study eta
+        argv = [a for a in argv if a != "--eta"]
+        ours.EXTRA_CONFIGS.extend(eta_candidates())
     else:
         ours.EXTRA_CONFIGS.extend(candidates())
     return peers.main(argv)
