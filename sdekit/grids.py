@@ -383,10 +383,11 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         x_pilot: the pilot's starting points at ``T`` (instead of ``shape``, ``pilot_batch``, ``seed``).
         pilot_batch: number of pilot samples. The pilot's score evaluations are batched, so a larger
             pilot costs compute but no more evaluations; with 64, tuned grids partly fitted the pilot
-            (on the tuning split, ``unipc`` at 10 NFE: 0.18 ODE-map error on fresh samples, 0.14
-            with 256; ``benchmarks/results/auto_refine.md``).
+            (``mixture_family("tuning", 0)``, ``unipc`` at 10 NFE, coordinate search alone: 0.18
+            ODE-map error on 1000 fresh samples with a pilot of 64, 0.14 with 256; the whole change,
+            both stages against the old tuner: ``benchmarks/results/auto_refine.md``).
         seed: seed of the pilot's prior samples.
-        passes: coordinate-search passes (0: the best starting grid).
+        passes: coordinate-search passes (0: none; with ``refine_nfe=0`` too, the best starting grid).
         refine_nfe: score evaluations the Nelder–Mead stage may spend (0: none).
         eps: end time (default ``sde.eps``).
         rtol: tolerance of the pilot's reference solve (at least 10 ulps of ``dtype``).
@@ -447,12 +448,10 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     ref, nfe_used = ref_sol.x, ref_sol.nfe
     default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)
 
-    run_nfe = 1
-
     def loss(grid: Tensor) -> tuple[float, float, float]:
-        nonlocal nfe_used, run_nfe
+        nonlocal nfe_used
         sol = solve(score_fn, sde, solver, x_T=x_pilot, schedule=grid, eps=e)
-        nfe_used, run_nfe = nfe_used + sol.nfe, sol.nfe
+        nfe_used += sol.nfe
         per = (sol.x - ref).reshape(ref.shape[0], -1).pow(2).mean(1)
         per = torch.where(torch.isfinite(per), per, torch.full_like(per, float("inf")))  # NaN: worst
         half = max(1, per.numel() // 2)
@@ -491,7 +490,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
                     break
         delta *= 0.5
     if steps >= 2 and refine_nfe > 0:
-        best_errs, best = _refine(loss, grid_of, u, best_errs, best, refine_nfe // run_nfe)
+        best_errs, best = _refine(loss, grid_of, u, best_errs, best, refine_nfe // (solver.nfe_for(steps) + 1))
     stats = {"pilot_error": best_errs[0], "default_error": default_err}
     if cache:
         _TUNED[key] = (fn_ref, best.clone(), nfe_used, stats)
