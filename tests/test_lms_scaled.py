@@ -20,27 +20,29 @@ from sdekit.testing import GaussianMixture, convergence_slope, mixture_family
 from .test_parity_kdiffusion import _sampling
 
 
-@pytest.mark.parametrize("steps", [4, 9])
-def test_lms_on_ve_is_kdiffusions_sample_lms_on_the_same_sigmas(steps):
-    """k-diffusion's sampler with sigmas sigma(t_i) and the mixture's exact denoiser (VE: x~ = x)."""
-    sde = sdekit.VESDE()
+def _ours_and_kdiffusion(sde, steps):
+    """sdekit's ``lms`` and k-diffusion's ``sample_lms`` on a mixture's exact denoiser, from the same x_T on
+    the same Karras grid; k-diffusion integrates ``x~ = x/alpha`` against ``sigma~ = sigma/alpha``."""
     K = _sampling()
     mix = GaussianMixture.random(5, 4, std=(0.05, 0.3), generator=torch.Generator().manual_seed(3))
-    score = mix.score_fn(sde)
-    grid = grids.karras(sde, steps)
+    score, grid = mix.score_fn(sde), grids.karras(sde, steps)
     x_T = sde.prior_sample((16, 5), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
     ours = sdekit.sample(score, sde, "lms", x_T=x_T, schedule=grid, denoise=False)
-
-    sig = torch.exp(-sde.log_snr(grid))  # sigma~ at the grid times, T -> eps
 
     def denoiser(xs, s):  # k-diffusion's model: D(x~, sigma~) at the time with that sigma~
         t = sde.t_from_log_snr(-torch.log(s.reshape(-1)[:1].to(torch.float64))).expand(xs.shape[0])
         a, sg = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
-        x = a * xs
-        return (x + sg * sg * score(x, t)) / a
+        return (a * xs + sg * sg * score(a * xs, t)) / a
 
-    a0, a1 = sde.alpha(grid[:1]), sde.alpha(grid[-1:])
-    theirs = K.sample_lms(denoiser, x_T / a0, sig, disable=True) * a1
+    sig = torch.exp(-sde.log_snr(grid))  # sigma~ at the grid times, T -> eps
+    theirs = K.sample_lms(denoiser, x_T / sde.alpha(grid[:1]), sig, disable=True) * sde.alpha(grid[-1:])
+    return ours, theirs
+
+
+@pytest.mark.parametrize("steps", [4, 9])
+def test_lms_on_ve_is_kdiffusions_sample_lms_on_the_same_sigmas(steps):
+    """k-diffusion's sampler with sigmas sigma(t_i) and the mixture's exact denoiser (VE: x~ = x)."""
+    ours, theirs = _ours_and_kdiffusion(sdekit.VESDE(), steps)
     assert torch.allclose(ours, theirs, rtol=1e-9, atol=1e-9), float((ours - theirs).abs().max())
 
 
@@ -72,20 +74,7 @@ def test_lms_on_ve_at_5_nfe_is_not_off_by_orders_of_magnitude():
 def test_lms_on_vp_keeps_the_sdes_own_time():
     """On VP the own-time form is kept (it had 1.5-1.9x lower ODE-map error than the scaled form at 10-50
     NFE on the tuning split): it differs from k-diffusion's lms on the same sigmas."""
-    K = _sampling()
-    sde = sdekit.VPSDE()
-    mix = GaussianMixture.random(5, 4, std=(0.05, 0.3), generator=torch.Generator().manual_seed(3))
-    score, grid = mix.score_fn(sde), grids.karras(sde, 9)
-    x_T = sde.prior_sample((16, 5), generator=torch.Generator().manual_seed(4), dtype=torch.float64)
-    ours = sdekit.sample(score, sde, "lms", x_T=x_T, schedule=grid, denoise=False)
-    sig = torch.exp(-sde.log_snr(grid))
-
-    def denoiser(xs, s):  # D(x~, sigma~) at the time with that sigma~
-        t = sde.t_from_log_snr(-torch.log(s.reshape(-1)[:1].to(torch.float64))).expand(xs.shape[0])
-        a, sg = sde.alpha(t)[:, None], sde.sigma(t)[:, None]
-        return (a * xs + sg * sg * score(a * xs, t)) / a
-
-    theirs = K.sample_lms(denoiser, x_T / sde.alpha(grid[:1]), sig, disable=True) * sde.alpha(grid[-1:])
+    ours, theirs = _ours_and_kdiffusion(sdekit.VPSDE(), 9)
     assert not torch.allclose(ours, theirs, rtol=1e-6, atol=1e-6)
 
 
