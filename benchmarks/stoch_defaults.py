@@ -150,10 +150,11 @@ def summary(path: str, split: str) -> str:
     return "\n".join(lines)
 
 
-def rank(paths: list[str], budgets: list[int], top: int = 8) -> str:
+def rank(paths: list[str], budgets: list[int], top: int = 8, only: str | None = None) -> str:
     """Markdown: sdekit's configurations ranked by the geometric mean, over the problems of ``paths`` and then
     over ``budgets``, of FD (and SW2) divided by the best sdekit configuration's on the same problem and
-    budget (1 = best everywhere); ``max`` is the worst such ratio (the configuration's worst problem)."""
+    budget (1 = best everywhere); ``max`` is the worst such ratio (the configuration's worst problem).
+    ``only``: list just this solver's configurations (still against the best of all)."""
     runs: list[dict] = []
     for path in paths:
         with open(path) as fh:
@@ -169,7 +170,8 @@ def rank(paths: list[str], budgets: list[int], top: int = 8) -> str:
 
     rows = []
     for c in sorted({k[0] for k in mean} - {long for long in AFTER_ALIASES.values()}):
-        if any((c, p, b) not in mean for p in problems for b in budgets):
+        if any((c, p, b) not in mean for p in problems for b in budgets) or (
+                only is not None and not c.startswith(f"sdekit:{only}:")):
             continue
         per = {b: [[mean[(c, p, b)][i] / best[(p, b, i)] for p in problems] for i in (0, 1)] for b in budgets}
         rows.append((gm([gm(per[b][0]) for b in budgets]), gm([gm(per[b][1]) for b in budgets]), c, per))
@@ -179,7 +181,7 @@ def rank(paths: list[str], budgets: list[int], top: int = 8) -> str:
              "| configuration | FD score | SW2 score | " + " | ".join(f"FD NFE {b} (max)" for b in budgets) + " |",
              "|---|---:|---:|" + "---:|" * len(budgets)]
     for i, (f, w, c, per) in enumerate(rows):
-        if i < top or c in marked:
+        if i < top or c in marked or only is not None:
             name = f"**{c}**" if c in marked else c
             lines.append(f"| {name} | {f:.3f} | {w:.3f} | "
                          + " | ".join(f"{gm(per[b][0]):.2f} ({max(per[b][0]):.0f})" for b in budgets) + " |")
@@ -201,8 +203,9 @@ def main(argv: list[str] | None = None) -> dict:
     if argv == ["--peer-regex"]:
         print(PEER_REGEX)
         return {}
-    if argv and argv[0] == "--rank":  # --rank NFES JSON [JSON ...]: rank sdekit's configurations of saved runs
-        print(rank(argv[2:], [int(b) for b in argv[1].split(",")]))
+    if argv and argv[0] == "--rank":  # --rank NFES [--only SOLVER] JSON [JSON ...]: rank sdekit's saved configurations
+        only = argv[3] if len(argv) > 3 and argv[2] == "--only" else None
+        print(rank(argv[4:] if only else argv[2:], [int(b) for b in argv[1].split(",")], only=only))
         return {}
     if argv and argv[0] == "--summary":  # --summary JSON SPLIT: print the markdown tables of a saved run
         ap = argparse.ArgumentParser(prog="stoch_defaults.py --summary")

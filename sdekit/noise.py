@@ -38,6 +38,11 @@ __all__ = ["NoiseSource", "GaussianNoise", "BrownianNoise", "BrownianPath", "Ste
 class NoiseSource:
     """Base class. ``increment`` must return a Brownian increment with variance ``|t1 - t0|``."""
 
+    #: True if ``increment`` over any sub-interval of a step is the same Brownian path's increment
+    #: (a path that can be queried anywhere: :class:`BrownianNoise`, :class:`BrownianPath`). Otherwise
+    #: :meth:`StepNoise.part` draws a sub-step increment from the Brownian bridge given ``dW``.
+    subintervals: bool = False
+
     def increment(self, t0: Tensor, t1: Tensor, like: Tensor) -> Tensor:
         raise NotImplementedError
 
@@ -89,6 +94,8 @@ class BrownianNoise(NoiseSource):
         seed: entropy for the path; ``None`` draws one from ``generator``/torch.
         levy_area: torchsde's Lévy-area approximation (``"space-time"`` for SRK methods).
     """
+
+    subintervals = True
 
     def __init__(self, t_min: float, t_max: float, shape: tuple[int, ...], *, seed: int | None = None,
                  device: torch.device | str | None = None, dtype: torch.dtype = torch.float32,
@@ -165,6 +172,8 @@ class BrownianPath(NoiseSource):
             fixed-step reference solve). Otherwise :meth:`forget` drops the points behind the
             current time of each sample, which keeps memory and work per query small.
     """
+
+    subintervals = True
 
     def __init__(self, base: NoiseSource | None = None, *, generator: torch.Generator | None = None,
                  keep_history: bool = False) -> None:
@@ -293,6 +302,24 @@ class StepNoise:
     def normal(self) -> Tensor:
         """A fresh standard normal (e.g. for a corrector), independent of ``dW``."""
         return self.source.normal(self.like)
+
+    def part(self, f: Tensor) -> Tensor:
+        """The Brownian increment over the first fraction ``f`` of the step, ``[t0, t0 + f (t1 - t0)]``
+        (``f`` in ``[0, 1]``, shape ``(batch,)``), as a standard normal on the same path as ``dW``: its
+        correlation with :attr:`z` is ``sqrt(f)``.
+
+        A source that can be queried anywhere on its path (``source.subintervals``) is asked for it;
+        otherwise it is drawn from the Brownian bridge given ``dW`` (one more normal from the source).
+        """
+        f = f.to(torch.float64).clamp(0.0, 1.0)
+        h = (self.t1 - self.t0).to(torch.float64)
+        if getattr(self.source, "subintervals", False):
+            w = self.source.increment(self.t0, self.t0.to(torch.float64) + f * h, self.like)
+        else:
+            w = self.dW * bcast(f.to(self.like.dtype), self.like) + self.source.normal(self.like) * bcast(
+                torch.sqrt(f * (1.0 - f) * h.abs()).to(self.like.dtype), self.like)
+        span = (f * h.abs()).clamp(min=torch.finfo(torch.float64).tiny)
+        return w / bcast(torch.sqrt(span).to(self.like.dtype), self.like)
 
 
 class PerSampleNoise(GaussianNoise):

@@ -15,6 +15,7 @@ from . import (  # noqa: F401  (registration)
     dpmpp_2s_ancestral,
     dpmpp_3m,
     dpmpp_3m_sde,
+    dpmpp_sde,
     dpmpp_singlestep,
     edm_heun,
     euler_maruyama,
