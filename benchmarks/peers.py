@@ -377,7 +377,7 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--sdekit-config", action="append", default=[], metavar="SOLVER[:SCHEDULE]",
                     help="add an sdekit configuration (repeatable), e.g. unipc:logsnr")
     ap.add_argument("--auto", default=None, metavar="SOLVERS",
-                    help="add schedule='auto' configurations of these deterministic solvers (comma list, e.g. "
+                    help="add schedule='auto' configurations of these fixed-step solvers (comma list, e.g. "
                          "unipc,dpmpp_3m): the grid is tuned by sdekit.grids.tune on a separate pilot batch (256 "
                          "prior samples, seed ours.AUTO_PILOT_SEED, not the evaluated x_T); the pilot's NFE is "
                          "shown apart ('pilot N'), never in the run's NFE")

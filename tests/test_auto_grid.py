@@ -63,14 +63,14 @@ def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():
         calls.append(1)
         return SCORE(x, t)
 
-    with pytest.raises(ValueError, match="fixed-step ODE solver"):
-        tune(score, SDE, "euler_maruyama", 10, shape=(1, 6))
+    with pytest.raises(ValueError, match="fixed-step ODE or SDE solver"):  # stochastic solvers: test_auto_sde.py
+        tune(score, SDE, "sde_adaptive", 10, shape=(1, 6))
     with pytest.raises(ValueError, match="nfe= or steps="):
         tune(score, SDE, "unipc", shape=(1, 6))
     with pytest.raises(ValueError, match="shape"):
         tune(score, SDE, "unipc", 10)
-    with pytest.raises(ValueError, match="fixed-step ODE solver"):
-        sdekit.sample(score, SDE, "pc", shape=(4, 6), steps=10, schedule="auto")
+    with pytest.raises(ValueError, match="fixed-step ODE or SDE solver"):
+        sdekit.sample(score, SDE, "ode_adaptive", shape=(4, 6), schedule="auto")
     assert not calls
 
 

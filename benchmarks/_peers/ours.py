@@ -105,17 +105,18 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
 
 
 def auto_configs(solvers: list[str]) -> list[Config]:
-    """``schedule="auto"`` configurations of ``solvers`` (fixed-step deterministic ODE solvers, refused
-    otherwise before any work), each on its own pilot (see :func:`auto_schedule`)."""
+    """``schedule="auto"`` configurations of ``solvers`` (fixed-step ODE or SDE solvers, refused otherwise
+    before any work), each on its own pilot (see :func:`auto_schedule`)."""
     known = {i.name: i for i in sdekit.solvers.available()}
     out = []
     for name in solvers:
         info = known.get(name)
         if info is None or name in BRIDGES:
             raise ValueError(f"auto solvers must be registered sdekit solvers, got {name!r}")
-        solver = sdekit.solvers.resolve(name)
-        if solver.kind != "ode" or solver.stochastic or info.adaptive:
-            raise ValueError(f"schedule='auto' needs a fixed-step deterministic ODE solver, got {name!r}")
+        try:
+            sdekit.grids.check_tunable(sdekit.solvers.resolve(name))
+        except ValueError as err:
+            raise ValueError(f"schedule='auto': {err}") from None
         out.append(Config(name, schedule=auto_schedule(), label=f"auto pilot_batch={AUTO_PILOT_BATCH}"))
     return out
 
