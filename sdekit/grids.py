@@ -373,6 +373,13 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
        spends at most ``refine_nfe`` more score evaluations on the same error (joint moves of
        several knots, which one-at-a-time moves miss); its grid is kept only if it lowers the error
        on both halves of the pilot too.
+    5. With ``shift=True`` (solvers of :data:`SHIFTABLE`: they evaluate the model once per grid time,
+       there only), the model's evaluation times are decoupled from the grid times (the LD3 idea,
+       Tong et al. 2024): a second Nelder–Mead stage over the log-SNR increments and one log-SNR
+       shift ``delta_i`` per grid time (from 0; evaluation time ``lambda^-1(lambda(t_i) + delta_i)``,
+       clamped to ``[eps, T]``), the solver's coefficients staying at ``t_i`` (see
+       :func:`shifted_score`), spends at most ``refine_nfe`` more score evaluations; kept only if it
+       lowers the pilot error on the whole pilot and on both halves (else no shift).
 
     Args:
         score_fn: the model, ``score_fn(x, t)``.
@@ -396,13 +403,19 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
             ``schedule="auto"`` uses the sampling run's); ignored when ``x_pilot`` is given.
         cache: reuse a grid tuned before with the same score function (identity), SDE, solver
             configuration, steps, eps, pilot and settings.
+        shift: also tune the model's evaluation times (step 5; refused, before any score call, for a
+            solver outside :data:`SHIFTABLE`). On the tuning split of ``mixture_family`` it lowered
+            the ODE-map error on fresh samples by 15% at 5 NFE and 10% at 10 NFE (geometric means of
+            18 cases: ``benchmarks/results/auto_shift.md``) for about 3000 more pilot evaluations.
         info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
             ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
-            solver's default grid) and ``cached``.
+            solver's default grid) and ``cached``; with ``shift=True`` also ``unshifted_error`` (the
+            pilot error before step 5).
 
     Returns:
         A float64 grid of ``steps + 1`` strictly decreasing times from ``sde.T`` to ``eps``; pass it
-        as ``schedule=`` to reuse it.
+        as ``schedule=`` to reuse it. With ``shift=True``, a :class:`TunedGrid` (its ``times`` and
+        ``eval_times``), which :func:`sdekit.sample` accepts as ``schedule=`` just the same.
     """
     from .sampling import solve, steps_for_nfe
     from .solvers import resolve
