@@ -673,6 +673,10 @@ def shifted_score(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, times:
     ``c_s = alpha(t) sigma(s)^2 / (alpha(s) sigma(t)^2)`` (float64, cast to ``x``'s dtype); where
     ``s == t``, ``c_x = 0`` and ``c_s = 1`` exactly, so the wrap is the identity.
 
+    A score function that predicts ``D`` itself (a ``data_prediction(x, t)`` method, e.g.
+    :func:`sdekit.score.from_flow`) keeps that path: the wrap's ``data_prediction(x, t_i)`` is its
+    ``data_prediction(x, s_i)`` (exact where ``alpha(t_i) = 0``, which the score form cannot be).
+
     The time ``t`` the solver asks for must be one of ``times`` (in its dtype): anything else raises
     ``RuntimeError`` (the solver evaluated off the grid). Finding it reads ``t`` on the host.
     """
@@ -685,7 +689,7 @@ def shifted_score(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, times:
     cs = torch.where(same, torch.ones_like(r), r * (s_s * s_s) / (s_t * s_t))
     cache: dict = {}
 
-    def score_used(x: Tensor, t: Tensor) -> Tensor:
+    def lookup(x: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         k = (t.dtype, t.device, x.dtype)
         if k not in cache:
             cache[k] = (times.to(device=t.device, dtype=t.dtype), ev.to(device=t.device, dtype=t.dtype),
@@ -699,9 +703,18 @@ def shifted_score(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, times:
                                "a time of the tuned grid (shifted evaluations need a solver that evaluates only at "
                                "its grid times)")
         view = (-1,) + (1,) * (x.ndim - 1)
-        out = score_fn(x, evg[idx].reshape(t.shape))
-        return cxg[idx].reshape(view) * x + csg[idx].reshape(view) * out
+        return evg[idx].reshape(t.shape), cxg[idx].reshape(view), csg[idx].reshape(view), idx
 
+    def score_used(x: Tensor, t: Tensor) -> Tensor:
+        s, c_x, c_s, _ = lookup(x, t)
+        return c_x * x + c_s * score_fn(x, s)
+
+    predict = getattr(score_fn, "data_prediction", None)
+    if callable(predict):
+        def data_prediction(x: Tensor, t: Tensor) -> Tensor:
+            return predict(x, lookup(x, t)[0])
+
+        score_used.data_prediction = data_prediction  # type: ignore[attr-defined]
     return score_used
 
 

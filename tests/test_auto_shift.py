@@ -108,3 +108,30 @@ def test_the_cache_key_includes_shift():
     assert first["cached"] is False and first["pilot_nfe"] > 0
     assert again["cached"] is True and again["pilot_nfe"] == 0
     assert torch.equal(g1.times, g2.times) and torch.equal(g1.eval_times, g2.eval_times)
+
+
+class _PredictsData:
+    """A score function that predicts D itself (as sdekit.score.from_flow's does), recording its times."""
+
+    def __init__(self):
+        self.d_times = []
+
+    def __call__(self, x, t):
+        return SCORE(x, t)
+
+    def data_prediction(self, x, t):
+        self.d_times.append(float(t[0]))
+        a, s = SDE.alpha(t.double())[:, None], SDE.sigma(t.double())[:, None]
+        return ((x + s * s * SCORE(x, t)) / a).to(x.dtype)
+
+
+def test_a_data_predicting_score_keeps_its_path_at_the_shifted_times():
+    grid = grids.get_grid("logsnr", SDE, 4)
+    ev = grid.clone()
+    ev[1:] = grid[1:] * torch.tensor([0.8, 1.1, 0.9, 1.5], dtype=torch.float64)
+    model = _PredictsData()
+    x_T = SDE.prior_sample((32, MIX.dim), generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    a = sdekit.sample(model, SDE, "dpmpp_2m", x_T=x_T, schedule=TunedGrid(grid, ev))
+    assert model.d_times == ev.tolist()  # every evaluation through data_prediction, at the shifted times
+    b = sdekit.sample(SCORE, SDE, "dpmpp_2m", x_T=x_T, schedule=TunedGrid(grid, ev))  # the score path
+    torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
