@@ -1,8 +1,5 @@
 """schedule="auto" with decoupled evaluation times (``grids.tune(shift=True)``, the LD3 idea), issue 12.
 
-    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning
-    PYTHONPATH=. python benchmarks/auto_shift.py --split heldout --indices 0,1,2
-
 Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map error are those of
 ``benchmarks/auto_refine.py`` (its ``run``). Variants, each a :func:`sdekit.grids.tune` call:
 
@@ -11,9 +8,16 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
   shift stage's extra pilot evaluations;
 - ``auto+shift``: ``shift=True``: after the current tuner, a second Nelder–Mead stage over the
   log-SNR increments and one log-SNR shift per knot of the model's evaluation times (from 0), with
-  the same pilot, the same halves guard and ``refine_nfe`` more evaluations.
+  the same pilot, the same halves guard and ``refine_nfe`` more evaluations;
+- ``auto+shift p1024``: the same on a pilot of 1024 samples (its evaluations are batched: a larger
+  pilot costs compute, not pilot NFE); ``auto p1024``: ``auto`` on that pilot.
 
-Outputs ``benchmarks/results/auto_shift[-heldout].{md,json}``.
+``--variants`` picks them (default the first three), ``--tag`` suffixes the outputs:
+``benchmarks/results/auto_shift[-heldout][-tag].{md,json}``. Runs::
+
+    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning                   # auto_shift.md
+    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --nfe 5 \
+        --variants "auto,auto+shift,auto+shift p1024" --tag p1024                 # auto_shift-p1024.md
 """
 
 from __future__ import annotations
@@ -31,7 +35,9 @@ if __package__ in (None, ""):
 
 from benchmarks.auto_refine import run  # noqa: E402
 
-VARIANTS = {"auto": {}, "auto 2x": {"refine_nfe": 6000}, "auto+shift": {"shift": True}}
+ALL_VARIANTS = {"auto": {}, "auto 2x": {"refine_nfe": 6000}, "auto+shift": {"shift": True},
+                "auto+shift p1024": {"shift": True, "pilot_batch": 1024}, "auto p1024": {"pilot_batch": 1024}}
+VARIANTS = ["auto", "auto 2x", "auto+shift"]
 
 
 def _geo(v: list[float]) -> float:
@@ -39,22 +45,25 @@ def _geo(v: list[float]) -> float:
 
 
 def render(rows: list[dict], split: str, samples: int) -> str:
-    labels = ["default", *VARIANTS]
+    variants = [k for k in rows[0] if k in ALL_VARIANTS]
+    others = [v for v in variants if v != "auto"]
+    labels = ["default", *variants]
     out = [f"# schedule=\"auto\" with decoupled evaluation times (**{split}** split)", "",
-           f"Cell: ODE-map error [flips of {samples} fresh samples] (pilot NFE). `auto` = `tune()`; "
-           "`auto 2x` = `tune(refine_nfe=6000)`; `auto+shift` = `tune(shift=True)`.", "",
-           "| problem | solver | NFE | " + " | ".join(labels) + " | shift / auto | 2x / auto |",
-           "|---|---|---:|" + "---|" * len(labels) + "---:|---:|"]
-    ratios: dict[tuple[str, int], list[float]] = {}
+           f"Cell: ODE-map error [flips of {samples} fresh samples] (pilot NFE). "
+           + "; ".join(f"`{k}` = `tune({', '.join(f'{a}={b!r}' for a, b in ALL_VARIANTS[k].items())})`"
+                       for k in variants) + ".", "",
+           "| problem | solver | NFE | " + " | ".join(labels) + "".join(f" | {v} / auto" for v in others) + " |",
+           "|---|---|---:|" + "---|" * len(labels) + "---:|" * len(others)]
+    ratios: dict[tuple[str, int, str], list[float]] = {}
     for r in rows:
         cells = [f"{r[lab]['ode']:.3g} [{r[lab]['flips']}]" + (f" ({r[lab]['pilot_nfe']})" if r[lab]["pilot_nfe"]
                                                                else "") for lab in labels]
-        sh, dbl = r["auto+shift"]["ode"] / r["auto"]["ode"], r["auto 2x"]["ode"] / r["auto"]["ode"]
-        for key, v in (((r["nfe"], "all"), sh), ((r["nfe"], r["solver"]), sh)):
-            ratios.setdefault(("auto+shift / auto",) + key, []).append(v)
-        ratios.setdefault(("auto 2x / auto", r["nfe"], "all"), []).append(dbl)
+        rat = [r[v]["ode"] / r["auto"]["ode"] for v in others]
+        for v, x in zip(others, rat):
+            for solver in ("all", r["solver"]):
+                ratios.setdefault((f"{v} / auto", r["nfe"], solver), []).append(x)
         out.append(f"| {r['problem']} | {r['solver']} | {r['nfe']} | " + " | ".join(cells)
-                   + f" | {sh:.3g} | {dbl:.3g} |")
+                   + "".join(f" | {x:.3g}" for x in rat) + " |")
     out += ["", "Geometric means of the error ratios (fresh samples):", ""]
     for (name, nfe, solver), v in sorted(ratios.items()):
         out.append(f"- {name}, {nfe} NFE, {'all solvers' if solver == 'all' else solver}: {_geo(v):.3g} "
@@ -70,14 +79,23 @@ def main() -> None:
     ap.add_argument("--solvers", default="unipc,dpmpp_2m,dpmpp_3m")
     ap.add_argument("--nfe", default="5,10")
     ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--variants", default=",".join(VARIANTS),
+                    help=f"comma list from {', '.join(ALL_VARIANTS)} ('auto' is the reference of the ratios)")
+    ap.add_argument("--tag", default="", help="suffix of the output file names")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
+    names = [v.strip() for v in args.variants.split(",") if v.strip()]
+    if "auto" not in names or not set(names) <= set(ALL_VARIANTS):
+        raise ValueError(f"--variants must include 'auto' and come from {', '.join(ALL_VARIANTS)}, "
+                         f"got {args.variants!r}")
+    variants = {k: ALL_VARIANTS[k] for k in names}
     rows = []
     for i in (int(v) for v in args.indices.split(",")):
         rows += run(args.split, i, args.dim_cap, args.solvers.split(","), [int(v) for v in args.nfe.split(",")],
-                    args.samples, variants=VARIANTS)
-    stem = os.path.join(args.out, "auto_shift" + ("" if args.split == "tuning" else "-heldout"))
+                    args.samples, variants=variants)
+    stem = os.path.join(args.out, "auto_shift" + ("" if args.split == "tuning" else "-heldout")
+                        + (f"-{args.tag}" if args.tag else ""))
     with open(stem + ".json", "w") as f:
         json.dump({"argv": sys.argv[1:], "rows": rows}, f, indent=1)
     with open(stem + ".md", "w") as f:

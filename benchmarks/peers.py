@@ -244,7 +244,7 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
         return min(c, key=lambda r: r[metric]) if c else None
 
     def shifted(r):
-        return r["setting"].startswith(ours.AUTO_SHIFT_LABEL)
+        return r["setting"].startswith(ours.AUTO_SHIFT_LABEL + " ")
 
     kinds = {"sdekit default": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is None,
              "sdekit auto": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is not None and not shifted(r),
@@ -253,6 +253,9 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
     if not any(kinds["sdekit auto+shift"](r) for r in records):  # (tables of runs without --auto-shift unchanged)
         del kinds["sdekit auto+shift"]
     autos = [k for k in kinds if k.startswith("sdekit auto")]
+    pilots = " or ".join(sorted({m.group(1) for r in records if r.get("pilot_nfe") is not None
+                                 for m in [re.search(r"pilot_batch=(\d+)", r["setting"])] if m}, key=int)) \
+        or str(ours.AUTO_PILOT_BATCH)
     means = {p.name: [r for r in seed_means([r for r in records if r["problem"] == p.name]) if r.get("deterministic")]
              for p in problems}
 
@@ -267,8 +270,7 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
 
     lines = ["### schedule=\"auto\": sdekit default vs auto vs the best peer (deterministic samplers)", "",
              "Cell: ODE-map error [mean flips] / FD ± s.e. (method, counted NFE, pilot NFE of the auto grid, tuned "
-             f"once per problem and budget on {ours.AUTO_PILOT_BATCH} prior samples that are not the evaluated "
-             "ones).", "",
+             f"once per problem and budget on {pilots} prior samples that are not the evaluated ones).", "",
              "| NFE ≤ | problem | " + " | ".join(kinds) + " |", "|---:|---|" + "---|" * len(kinds)]
     ratios: dict[tuple, list[float]] = {}
     for b in sorted(budgets):
@@ -393,6 +395,8 @@ def main(argv: list[str] | None = None) -> dict:
                          "shown apart ('pilot N'), never in the run's NFE")
     ap.add_argument("--auto-shift", default=None, metavar="SOLVERS",
                     help="as --auto, with the model's evaluation times tuned too (sdekit.grids.tune(shift=True))")
+    ap.add_argument("--auto-pilot-batch", type=int, default=ours.AUTO_PILOT_BATCH, metavar="N",
+                    help="pilot samples of the --auto and --auto-shift configurations (default: tune's 256)")
     ap.add_argument("--auto-nfe", default=None, metavar="NFES",
                     help="budgets of the --auto configurations (default: every --nfe budget)")
     ap.add_argument("--seeds", type=int, default=None,
@@ -476,7 +480,7 @@ def main(argv: list[str] | None = None) -> dict:
             configs = ours.grid_configs(solvers, ours.SCHEDULES if schedules is None else schedules)
         for names, shift in ((args.auto, False), (args.auto_shift, True)):
             configs = configs + ours.auto_configs([s.strip() for s in (names or "").split(",") if s.strip()],
-                                                  shift=shift)
+                                                  shift=shift, pilot_batch=args.auto_pilot_batch)
         if args.auto_nfe:
             auto_budgets = {int(b) for b in args.auto_nfe.split(",") if b.strip()}
             if not auto_budgets <= set(budgets):

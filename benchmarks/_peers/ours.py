@@ -105,14 +105,15 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
     return auto
 
 
-#: setting label of the ``tune(shift=True)`` configurations (``peers.py --auto-shift``)
-AUTO_SHIFT_LABEL = f"auto+shift pilot_batch={AUTO_PILOT_BATCH}"
+#: setting label (prefix) of the ``tune(shift=True)`` configurations (``peers.py --auto-shift``)
+AUTO_SHIFT_LABEL = "auto+shift"
 
 
-def auto_configs(solvers: list[str], *, shift: bool = False) -> list[Config]:
+def auto_configs(solvers: list[str], *, shift: bool = False, pilot_batch: int = AUTO_PILOT_BATCH) -> list[Config]:
     """``schedule="auto"`` configurations of ``solvers`` (fixed-step deterministic ODE solvers, refused
     otherwise before any work), each on its own pilot (see :func:`auto_schedule`); ``shift=True``: with
-    tuned evaluation times (solvers of :data:`sdekit.grids.SHIFTABLE` only)."""
+    tuned evaluation times (solvers of :data:`sdekit.grids.SHIFTABLE` only); ``pilot_batch``: the pilot's
+    prior samples."""
     known = {i.name: i for i in sdekit.solvers.available()}
     out = []
     for name in solvers:
@@ -124,8 +125,8 @@ def auto_configs(solvers: list[str], *, shift: bool = False) -> list[Config]:
             raise ValueError(f"schedule='auto' needs a fixed-step deterministic ODE solver, got {name!r}")
         if shift and name not in sdekit.grids.SHIFTABLE:
             raise ValueError(f"--auto-shift needs solvers of sdekit.grids.SHIFTABLE, got {name!r}")
-        out.append(Config(name, schedule=auto_schedule(shift=shift),
-                          label=AUTO_SHIFT_LABEL if shift else f"auto pilot_batch={AUTO_PILOT_BATCH}"))
+        out.append(Config(name, schedule=auto_schedule(shift=shift, pilot_batch=pilot_batch),
+                          label=f"{AUTO_SHIFT_LABEL if shift else 'auto'} pilot_batch={pilot_batch}"))
     return out
 
 
