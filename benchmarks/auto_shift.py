@@ -10,7 +10,8 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
   log-SNR increments and one log-SNR shift per knot of the model's evaluation times (from 0), with
   the same pilot, the same halves guard and ``refine_nfe`` more evaluations;
 - ``auto+shift p1024``: the same on a pilot of 1024 samples (its evaluations are batched: a larger
-  pilot costs compute, not pilot NFE); ``auto p1024``: ``auto`` on that pilot.
+  pilot costs compute, not pilot NFE); ``auto p1024``: ``auto`` on that pilot; ``auto+shift p1024 2x``:
+  with ``refine_nfe=6000`` (the shift stage uses up its budget at 5 NFE; the first simplex stage does not).
 
 ``--variants`` picks them (default the first three), ``--tag`` suffixes the outputs:
 ``benchmarks/results/auto_shift[-heldout][-tag].{md,json}``. Runs::
@@ -36,7 +37,8 @@ if __package__ in (None, ""):
 from benchmarks.auto_refine import run  # noqa: E402
 
 ALL_VARIANTS = {"auto": {}, "auto 2x": {"refine_nfe": 6000}, "auto+shift": {"shift": True},
-                "auto+shift p1024": {"shift": True, "pilot_batch": 1024}, "auto p1024": {"pilot_batch": 1024}}
+                "auto+shift p1024": {"shift": True, "pilot_batch": 1024}, "auto p1024": {"pilot_batch": 1024},
+                "auto+shift p1024 2x": {"shift": True, "pilot_batch": 1024, "refine_nfe": 6000}}
 VARIANTS = ["auto", "auto 2x", "auto+shift"]
 
 
