@@ -11,7 +11,8 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
   the same pilot, the same halves guard and ``refine_nfe`` more evaluations;
 - ``auto+shift p1024``: the same on a pilot of 1024 samples (its evaluations are batched: a larger
   pilot costs compute, not pilot NFE); ``auto p1024``: ``auto`` on that pilot; ``auto+shift p1024 2x``:
-  with ``refine_nfe=6000`` (the shift stage uses up its budget at 5 NFE; the first simplex stage does not).
+  with ``refine_nfe=6000`` (the shift stage uses up its budget at 5 NFE; the first simplex stage does not);
+  ``auto+shift p4096``: a pilot of 4096.
 
 ``--variants`` picks them (default the first three), ``--tag`` suffixes the outputs:
 ``benchmarks/results/auto_shift[-heldout][-tag].{md,json}``. Runs::
@@ -19,6 +20,12 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
     PYTHONPATH=. python benchmarks/auto_shift.py --split tuning                   # auto_shift.md
     PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --nfe 5 \
         --variants "auto,auto+shift,auto+shift p1024" --tag p1024                 # auto_shift-p1024.md
+    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --nfe 5 \
+        --variants "auto,auto p1024" --tag p1024-noshift                          # auto_shift-p1024-noshift.md
+    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --nfe 5 \
+        --variants "auto,auto+shift p1024 2x" --tag p1024-2x                      # auto_shift-p1024-2x.md
+    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --indices 1,5 --solvers unipc,dpmpp_2m \
+        --nfe 5 --variants "auto,auto+shift p4096" --tag p4096-ve                 # auto_shift-p4096-ve.md
 """
 
 from __future__ import annotations
@@ -38,7 +45,8 @@ from benchmarks.auto_refine import run  # noqa: E402
 
 ALL_VARIANTS = {"auto": {}, "auto 2x": {"refine_nfe": 6000}, "auto+shift": {"shift": True},
                 "auto+shift p1024": {"shift": True, "pilot_batch": 1024}, "auto p1024": {"pilot_batch": 1024},
-                "auto+shift p1024 2x": {"shift": True, "pilot_batch": 1024, "refine_nfe": 6000}}
+                "auto+shift p1024 2x": {"shift": True, "pilot_batch": 1024, "refine_nfe": 6000},
+                "auto+shift p4096": {"shift": True, "pilot_batch": 4096}}
 VARIANTS = ["auto", "auto 2x", "auto+shift"]
 
 
