@@ -39,7 +39,10 @@ from sdekit.testing import mixture_family  # noqa: E402
 VARIANTS = {"old auto": {"pilot_batch": 64, "refine_nfe": 0}, "auto": {}}
 
 
-def run(split: str, index: int, dim_cap: int, solvers: list[str], nfes: list[int], samples: int) -> list[dict]:
+def run(split: str, index: int, dim_cap: int, solvers: list[str], nfes: list[int], samples: int,
+        variants: dict | None = None) -> list[dict]:
+    """One problem's rows: the ``default`` grid and each of ``variants`` (label: ``grids.tune`` options;
+    default :data:`VARIANTS`), on fresh samples."""
     mix = mixture_family(split, index)
     if mix.dim > dim_cap:
         mix = mixture_family(split, index, dim=dim_cap)
@@ -55,7 +58,7 @@ def run(split: str, index: int, dim_cap: int, solvers: list[str], nfes: list[int
             steps = sdekit.steps_for_nfe(sdekit.solvers.resolve(solver), nfe, denoise=True)
             grids_ = {"default": (grids.get_grid(grids.default_schedule(sdekit.solvers.resolve(solver), sde), sde,
                                                  steps), None)}
-            for label, opts in VARIANTS.items():
+            for label, opts in (VARIANTS if variants is None else variants).items():
                 info: dict = {}
                 g = grids.tune(score, sde, solver, steps=steps, shape=(1, mix.dim), dtype=torch.float32,
                                cache=False, info=info, **opts)

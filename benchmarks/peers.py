@@ -243,9 +243,19 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
         c = [r for r in rows if r["bucket"] == b and keep(r) and math.isfinite(r.get(metric, math.nan))]
         return min(c, key=lambda r: r[metric]) if c else None
 
+    def shifted(r):
+        return r["setting"].startswith(ours.AUTO_SHIFT_LABEL + " ")
+
     kinds = {"sdekit default": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is None,
-             "sdekit auto": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is not None,
+             "sdekit auto": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is not None and not shifted(r),
+             "sdekit auto+shift": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is not None and shifted(r),
              "best peer": lambda r: r["library"] != "sdekit"}
+    if not any(kinds["sdekit auto+shift"](r) for r in records):  # (tables of runs without --auto-shift unchanged)
+        del kinds["sdekit auto+shift"]
+    autos = [k for k in kinds if k.startswith("sdekit auto")]
+    pilots = " or ".join(sorted({m.group(1) for r in records if r.get("pilot_nfe") is not None
+                                 for m in [re.search(r"pilot_batch=(\d+)", r["setting"])] if m}, key=int)) \
+        or str(ours.AUTO_PILOT_BATCH)
     means = {p.name: [r for r in seed_means([r for r in records if r["problem"] == p.name]) if r.get("deterministic")]
              for p in problems}
 
@@ -260,9 +270,8 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
 
     lines = ["### schedule=\"auto\": sdekit default vs auto vs the best peer (deterministic samplers)", "",
              "Cell: ODE-map error [mean flips] / FD ± s.e. (method, counted NFE, pilot NFE of the auto grid, tuned "
-             f"once per problem and budget on {ours.AUTO_PILOT_BATCH} prior samples that are not the evaluated "
-             "ones).", "",
-             "| NFE ≤ | problem | sdekit default | sdekit auto | best peer |", "|---:|---|---|---|---|"]
+             f"once per problem and budget on {pilots} prior samples that are not the evaluated ones).", "",
+             "| NFE ≤ | problem | " + " | ".join(kinds) + " |", "|---:|---|" + "---|" * len(kinds)]
     ratios: dict[tuple, list[float]] = {}
     for b in sorted(budgets):
         for p in problems:
@@ -274,29 +283,32 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
             lines.append(f"| {b} | {p.name} | " + " | ".join(cells) + " |")
             for metric in ("ode", "fd"):
                 peer = best(rows, kinds["best peer"], b, metric)
-                for kind in ("sdekit default", "sdekit auto"):
+                for kind in ("sdekit default", *autos):
                     r = best(rows, kinds[kind], b, metric)
                     if r is not None and peer is not None and peer[metric] > 0 and r[metric] > 0:
                         ratios.setdefault((b, kind, metric), []).append(r[metric] / peer[metric])
     lines += ["", "Geometric mean over problems of sdekit / best peer (< 1: sdekit ahead):", "",
-              "| NFE ≤ | default ODE | auto ODE | default FD | auto FD |", "|---:|---:|---:|---:|---:|"]
+              "| NFE ≤ | " + " | ".join(f"{k.removeprefix('sdekit ')} {m}" for m in ("ODE", "FD")
+                                         for k in ("sdekit default", *autos)) + " |",
+              "|---:|" + "---:|" * (2 * (1 + len(autos)))]
     for b in sorted(budgets):
         def gm(kind, metric, b=b):
             v = ratios.get((b, kind, metric), [])
             return f"{math.exp(sum(map(math.log, v)) / len(v)):.3g}" if len(v) == len(problems) else "—"
-        lines.append(f"| {b} | {gm('sdekit default', 'ode')} | {gm('sdekit auto', 'ode')} | "
-                     f"{gm('sdekit default', 'fd')} | {gm('sdekit auto', 'fd')} |")
+        lines.append(f"| {b} | " + " | ".join(gm(k, m) for m in ("ode", "fd") for k in ("sdekit default", *autos))
+                     + " |")
     lo = min(budgets)
     if 2 * lo in budgets:
-        lines += ["", f"Does sdekit auto at {lo} NFE beat every peer at {2 * lo} NFE?", ""]
-        for p in problems:
-            rows, verdict = means[p.name], []
-            for metric in ("ode", "fd"):
-                a, peer = best(rows, kinds["sdekit auto"], lo, metric), best(rows, kinds["best peer"], 2 * lo, metric)
-                if a is not None and peer is not None:
-                    verdict.append(f"{METRICS[metric].split(' (')[0]} {a[metric]:.3g} vs {peer[metric]:.3g} "
-                                   f"({'yes' if a[metric] < peer[metric] else 'no'})")
-            lines.append(f"- {p.name}: " + "; ".join(verdict))
+        for kind in autos:
+            lines += ["", f"Does {kind} at {lo} NFE beat every peer at {2 * lo} NFE?", ""]
+            for p in problems:
+                rows, verdict = means[p.name], []
+                for metric in ("ode", "fd"):
+                    a, peer = best(rows, kinds[kind], lo, metric), best(rows, kinds["best peer"], 2 * lo, metric)
+                    if a is not None and peer is not None:
+                        verdict.append(f"{METRICS[metric].split(' (')[0]} {a[metric]:.3g} vs {peer[metric]:.3g} "
+                                       f"({'yes' if a[metric] < peer[metric] else 'no'})")
+                lines.append(f"- {p.name}: " + "; ".join(verdict))
     return "\n".join(lines)
 
 
@@ -381,6 +393,10 @@ def main(argv: list[str] | None = None) -> dict:
                          "unipc,dpmpp_3m): the grid is tuned by sdekit.grids.tune on a separate pilot batch (256 "
                          "prior samples, seed ours.AUTO_PILOT_SEED, not the evaluated x_T); the pilot's NFE is "
                          "shown apart ('pilot N'), never in the run's NFE")
+    ap.add_argument("--auto-shift", default=None, metavar="SOLVERS",
+                    help="as --auto, with the model's evaluation times tuned too (sdekit.grids.tune(shift=True))")
+    ap.add_argument("--auto-pilot-batch", type=int, default=ours.AUTO_PILOT_BATCH, metavar="N",
+                    help="pilot samples of the --auto and --auto-shift configurations (default: tune's 256)")
     ap.add_argument("--auto-nfe", default=None, metavar="NFES",
                     help="budgets of the --auto configurations (default: every --nfe budget)")
     ap.add_argument("--seeds", type=int, default=None,
@@ -459,10 +475,12 @@ def main(argv: list[str] | None = None) -> dict:
         ours.EXTRA_CONFIGS.append(ours.Config(solver, sched or None))
     configs = ours.default_configs(solvers) if args.sdekit == "defaults" else None
     auto_budgets = None
-    if args.auto:  # added to this run's configurations (not to ours.EXTRA_CONFIGS, which outlives the run)
+    if args.auto or args.auto_shift:  # added to this run's configurations (not to ours.EXTRA_CONFIGS)
         if configs is None:
             configs = ours.grid_configs(solvers, ours.SCHEDULES if schedules is None else schedules)
-        configs = configs + ours.auto_configs([s.strip() for s in args.auto.split(",") if s.strip()])
+        for names, shift in ((args.auto, False), (args.auto_shift, True)):
+            configs = configs + ours.auto_configs([s.strip() for s in (names or "").split(",") if s.strip()],
+                                                  shift=shift, pilot_batch=args.auto_pilot_batch)
         if args.auto_nfe:
             auto_budgets = {int(b) for b in args.auto_nfe.split(",") if b.strip()}
             if not auto_budgets <= set(budgets):

@@ -12,6 +12,7 @@ from ._utils import check_int, check_not_meta, check_real
 from .capture import check_compile, step_function
 from .grids import (
     Schedule,
+    apply_tuned,
     check_grid_memory,
     check_run_grid,
     check_save_memory,
@@ -195,6 +196,7 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
     if not callable(score_fn):
         raise TypeError(f"score_fn must be callable (x, t) -> tensor, got {type(score_fn).__name__}")
     solver = resolve(solver, **solver_options)
+    score_fn, schedule = apply_tuned(score_fn, sde, solver, schedule)  # a TunedGrid: its times, shifted score
     compile_options = check_compile(compile)
     step_function(compile_options, solver)  # refuses adaptive solvers; torch.compile checks backend, mode here
     for name, flag in (("denoise", denoise), ("progress", progress), ("check_finite", check_finite)):
@@ -300,7 +302,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
         schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
             or a tensor of times (default: the solver's ``default_schedule``, see
             :func:`sdekit.grids.default_schedule`); ``"auto"`` tunes one
-            to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``).
+            to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``); a
+            :class:`~sdekit.grids.TunedGrid` (``tune(..., shift=True)``) also moves the model's evaluation times.
         eps: the last time of the grid (default ``sde.eps``).
         generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.
             Or a list of generators, one per sample (as diffusers allows): each sample's prior and

@@ -40,10 +40,18 @@ def test_grid_is_tuned_once_per_problem_and_budget():
     assert len(g1) == 5  # steps_for_nfe(dpmpp_3m, 5, denoise=True) = 4 steps
 
 
-@pytest.mark.parametrize("name", ["dpmpp_2m_sde", "ode_adaptive", "nope"])
+@pytest.mark.parametrize("name", ["sde_adaptive", "ode_adaptive", "nope"])
 def test_auto_refuses_what_cannot_be_tuned(name):
     with pytest.raises(ValueError, match="auto"):
         ours.auto_configs([name])
+
+
+def test_auto_takes_fixed_step_sde_solvers():
+    """Stochastic fixed-step solvers are tunable (``grids.tune`` on fixed Brownian paths), not shiftable."""
+    (c,) = ours.auto_configs(["dpmpp_2m_sde"])
+    assert c.solver == "dpmpp_2m_sde" and callable(c.schedule)
+    with pytest.raises(ValueError, match="SHIFTABLE"):
+        ours.auto_configs(["dpmpp_2m_sde"], shift=True)
 
 
 def test_main_auto_adds_columns_without_leaking(tmp_path):

@@ -80,14 +80,15 @@ AUTO_PILOT_BATCH = 256  # sdekit.grids.tune's default
 
 
 def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT_SEED,
-                  dtype: torch.dtype = torch.float32) -> Callable[..., tuple[Tensor, int]]:
+                  dtype: torch.dtype = torch.float32, shift: bool = False) -> Callable[..., tuple[Tensor, int]]:
     """A :class:`Config` schedule ``(problem, budget, solver) -> (grid, pilot_nfe)`` doing what
     ``schedule="auto"`` does (:func:`sdekit.grids.tune`, a pilot in the run's float32), on a pilot batch
     of ``pilot_batch`` prior samples drawn with ``seed`` instead of the evaluated ``x_T``.
 
     The grid is tuned once per problem, budget and solver (one model, one pilot) and reused for every
     seed of x_T; ``pilot_nfe`` is the score evaluations that one tuning spent, reported with every seed's
-    run and never added to the run's NFE.
+    run and never added to the run's NFE. ``shift=True``: ``tune(shift=True)``, a
+    :class:`sdekit.grids.TunedGrid` whose model evaluation times are tuned too.
     """
     tuned: dict[tuple, tuple[Tensor, int]] = {}
 
@@ -96,7 +97,7 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
         if key not in tuned:
             info: dict = {}
             grid = sdekit.grids.tune(p.score, p.sde, solver, budget, shape=(1, p.dim), pilot_batch=pilot_batch,
-                                     seed=seed, dtype=dtype, cache=False, info=info)
+                                     seed=seed, dtype=dtype, cache=False, shift=shift, info=info)
             tuned[key] = (grid, int(info["pilot_nfe"]))
         return tuned[key]
 
@@ -104,9 +105,15 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
     return auto
 
 
-def auto_configs(solvers: list[str]) -> list[Config]:
+#: setting label (prefix) of the ``tune(shift=True)`` configurations (``peers.py --auto-shift``)
+AUTO_SHIFT_LABEL = "auto+shift"
+
+
+def auto_configs(solvers: list[str], *, shift: bool = False, pilot_batch: int = AUTO_PILOT_BATCH) -> list[Config]:
     """``schedule="auto"`` configurations of ``solvers`` (fixed-step ODE or SDE solvers, refused otherwise
-    before any work), each on its own pilot (see :func:`auto_schedule`)."""
+    before any work), each on its own pilot (see :func:`auto_schedule`); ``shift=True``: with
+    tuned evaluation times (solvers of :data:`sdekit.grids.SHIFTABLE` only); ``pilot_batch``: the pilot's
+    prior samples."""
     known = {i.name: i for i in sdekit.solvers.available()}
     out = []
     for name in solvers:
@@ -117,7 +124,10 @@ def auto_configs(solvers: list[str]) -> list[Config]:
             sdekit.grids.check_tunable(sdekit.solvers.resolve(name))
         except ValueError as err:
             raise ValueError(f"schedule='auto': {err}") from None
-        out.append(Config(name, schedule=auto_schedule(), label=f"auto pilot_batch={AUTO_PILOT_BATCH}"))
+        if shift and name not in sdekit.grids.SHIFTABLE:
+            raise ValueError(f"--auto-shift needs solvers of sdekit.grids.SHIFTABLE, got {name!r}")
+        out.append(Config(name, schedule=auto_schedule(shift=shift, pilot_batch=pilot_batch),
+                          label=f"{AUTO_SHIFT_LABEL if shift else 'auto'} pilot_batch={pilot_batch}"))
     return out
 
 
