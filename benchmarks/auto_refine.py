@@ -93,16 +93,22 @@ def render(rows: list[dict], split: str) -> str:
     return "\n".join(out) + "\n"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def parser(doc: str, *, nfe: str, samples: int) -> argparse.ArgumentParser:
+    """The command line shared with ``auto_shift.py``: split, family indices, dimension cap, solvers, budgets,
+    fresh samples and output folder."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--split", choices=("tuning", "heldout"), default="tuning")
     ap.add_argument("--indices", default="0,1,2,3,4,5")
     ap.add_argument("--dim-cap", type=int, default=128)
     ap.add_argument("--solvers", default="unipc,dpmpp_2m,dpmpp_3m")
-    ap.add_argument("--nfe", default="5,10,20")
-    ap.add_argument("--samples", type=int, default=1000)
+    ap.add_argument("--nfe", default=nfe)
+    ap.add_argument("--samples", type=int, default=samples)
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser(__doc__, nfe="5,10,20", samples=1000).parse_args()
     torch.set_num_threads(1)
     rows = []
     for i in (int(v) for v in args.indices.split(",")):

@@ -30,7 +30,6 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -41,7 +40,7 @@ import torch
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks.auto_refine import run  # noqa: E402
+from benchmarks.auto_refine import parser, run  # noqa: E402
 
 ALL_VARIANTS = {"auto": {}, "auto 2x": {"refine_nfe": 6000}, "auto+shift": {"shift": True},
                 "auto+shift p1024": {"shift": True, "pilot_batch": 1024}, "auto p1024": {"pilot_batch": 1024},
@@ -82,17 +81,10 @@ def render(rows: list[dict], split: str, samples: int) -> str:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--split", choices=("tuning", "heldout"), default="tuning")
-    ap.add_argument("--indices", default="0,1,2,3,4,5")
-    ap.add_argument("--dim-cap", type=int, default=128)
-    ap.add_argument("--solvers", default="unipc,dpmpp_2m,dpmpp_3m")
-    ap.add_argument("--nfe", default="5,10")
-    ap.add_argument("--samples", type=int, default=500)
+    ap = parser(__doc__, nfe="5,10", samples=500)
     ap.add_argument("--variants", default=",".join(VARIANTS),
                     help=f"comma list from {', '.join(ALL_VARIANTS)} ('auto' is the reference of the ratios)")
     ap.add_argument("--tag", default="", help="suffix of the output file names")
-    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
     torch.set_num_threads(1)
     names = [v.strip() for v in args.variants.split(",") if v.strip()]
