@@ -68,12 +68,14 @@ class DPMPPSDE(AncestralMidpoint):
         ts = cs.to(t0.dtype).expand_as(t0)
         d0 = data_prediction(process, x, t0, c0, buffer(state, "d0", x))
 
+        # the stage's share of the step's Brownian path, measured in sigma~ as k-diffusion's tree does (drawn
+        # before the update is formed: no temporaries are alive across the draw, so a compiled step is reused)
+        zs = noise.part((sig0 - sig_s) / (sig0 - sig1)) if self.stochastic else None
         down, up = ancestral_split(sig0, sig_s, self.eta)
         q = down / sig0  # x~_s = q x~_0 + (1 - q) D_0 + sigma~_u z_s
         terms = [((a_s * (1 - q)).to(x.dtype), d0)]
-        if self.stochastic:
-            # the stage's share of the step's Brownian path, measured in sigma~ as k-diffusion's tree does
-            terms.append(((a_s * up).to(x.dtype), noise.part((sig0 - sig_s) / (sig0 - sig1))))
+        if zs is not None:
+            terms.append(((a_s * up).to(x.dtype), zs))
         xs = lincomb(x, (a_s / a0 * q).to(x.dtype), terms, out=buffer(state, "xm", x))
         ds = data_prediction(process, xs, ts, cs, buffer(state, "dm", x))
 
