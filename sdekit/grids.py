@@ -478,17 +478,22 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
 
     nfe_used = 0
     times: list[float] = []
-    tol = max(rtol, 10 * torch.finfo(x_pilot.dtype).eps)
     path = _pilot_path(solver, sde, x_pilot, seed, e)
     if path is None:
+        tol = max(rtol, 10 * torch.finfo(x_pilot.dtype).eps)
         ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e,
                         callback=lambda s: times.append(s.t))
     else:  # the same solver on a fine grid, on the same Brownian path: the strong (pathwise) reference
         ref_sol = solve(score_fn, sde, solver, x_T=x_pilot, steps=ref_steps, schedule="logsnr", eps=e, noise=path())
     ref, nfe_used = ref_sol.x, ref_sol.nfe
     default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)
-    # sliced W2 over at least 2 d directions (up to 1024): with 128 in 256-D the grids fitted those directions
-    proj = None if path is None else _directions(ref[0].numel(), seed, ref, n=min(1024, max(128, 2 * ref[0].numel())))
+    n_pilot = ref.shape[0]
+    half = max(1, n_pilot // 2)
+    halves = (slice(0, n_pilot), slice(0, half), slice(half, n_pilot))  # the whole pilot and its two halves
+    if path is not None:
+        # sliced W2 over at least 2 d directions (up to 1024): with 128 in 256-D the grids fitted those directions
+        proj = _directions(ref[0].numel(), seed, ref, n=min(1024, max(128, 2 * ref[0].numel())))
+        ref_proj = [_projected(ref.reshape(n_pilot, -1)[sl], proj) for sl in halves]  # the same for every grid
 
     def loss(grid: Tensor, eval_times: Tensor | None = None) -> tuple[float, float, float]:
         nonlocal nfe_used
@@ -496,13 +501,10 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         sol = solve(fn, sde, solver, x_T=x_pilot, schedule=grid, eps=e, **({} if path is None else {"noise": path()}))
         nfe_used += sol.nfe
         if path is not None:  # a stochastic solver: the distance between the two sample sets (sliced W2)
-            n = ref.shape[0]
-            half = max(1, n // 2)
-            out = sol.x.reshape(n, -1)
+            out = sol.x.reshape(n_pilot, -1)
             if not bool(torch.isfinite(out).all()):
                 return float("inf"), float("inf"), float("inf")
-            return tuple(_sliced_w2(out[sl], ref.reshape(n, -1)[sl], proj) for sl in
-                         (slice(0, n), slice(0, half), slice(half, n)))
+            return tuple(_sliced_w2(_projected(out[sl], proj), r) for sl, r in zip(halves, ref_proj))
         per = (sol.x - ref).reshape(ref.shape[0], -1).pow(2).mean(1)
         per = torch.where(torch.isfinite(per), per, torch.full_like(per, float("inf")))  # NaN: worst
         half = max(1, per.numel() // 2)
@@ -534,20 +536,18 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
                 if not bool((torch.diff(g) < 0).all()):
                     continue
                 errs = loss(g)
-                # accept a move only if it helps the whole pilot and hurts neither half of it: a move
-                # that one half's samples alone pay for fits the pilot rather than the model
-                if errs[0] < best_errs[0] and errs[1] <= best_errs[1] and errs[2] <= best_errs[2]:
+                if _improves(errs, best_errs):
                     best_errs, best, u = errs, g, trial
                     break
         delta *= 0.5
+    simplex_evals = refine_nfe // (solver.nfe_for(steps) + 1)  # pilot runs per Nelder-Mead stage
     if steps >= 2 and refine_nfe > 0:
-        best_errs, best = _refine(loss, grid_of, u, best_errs, best, refine_nfe // (solver.nfe_for(steps) + 1))
+        best_errs, best = _refine(loss, grid_of, u, best_errs, best, simplex_evals)
     stats = {"pilot_error": best_errs[0], "default_error": default_err}
     out: Union[Tensor, TunedGrid] = best.clone()
     if shift:
         stats["unshifted_error"] = best_errs[0]
-        best_errs, out = _refine_shifts(loss, grid_of, sde, best, best_errs, refine_nfe // (solver.nfe_for(steps) + 1),
-                                        t_end, e)
+        best_errs, out = _refine_shifts(loss, grid_of, sde, best, best_errs, simplex_evals, t_end, e)
         stats["pilot_error"] = best_errs[0]
     if cache:
         _TUNED[key] = (fn_ref, _copy(out), nfe_used, stats)
@@ -574,13 +574,8 @@ def _refine_shifts(loss: Callable[..., tuple[float, float, float]], grid_of: Cal
     log-SNR shift per knot (from 0) of its evaluation times (``max_evals`` pilot runs). The result is
     kept only if it lowers the pilot error overall and on both halves; else the evaluation times are
     the grid's own (no shift)."""
-    from ._search import nelder_mead
-
     n = best.numel() - 1
     v0 = np.concatenate([torch.log(torch.diff(sde.log_snr(best))).numpy(), np.zeros(n + 1)])
-    keep = (best_errs, TunedGrid(best.clone(), best.clone()))
-    if n < 1 or max_evals < v0.size + 2:
-        return keep
 
     def point(v: np.ndarray) -> tuple[Tensor, Tensor] | None:
         w = torch.as_tensor(v, dtype=torch.float64)
@@ -589,18 +584,8 @@ def _refine_shifts(loss: Callable[..., tuple[float, float, float]], grid_of: Cal
             return None
         return g, _shift_times(sde, g, w[n:], t_end, e)
 
-    def value(v: np.ndarray) -> float:
-        p = point(v)
-        return float("inf") if p is None else loss(*p)[0]
-
-    v, _, _ = nelder_mead(value, v0, step=0.1, max_evals=max_evals)
-    p = point(v)
-    if p is None:
-        return keep
-    errs = loss(*p)
-    if errs[0] < best_errs[0] and errs[1] <= best_errs[1] and errs[2] <= best_errs[2]:
-        return errs, TunedGrid(p[0], p[1])
-    return keep
+    found = _simplex_stage(loss, point, v0, best_errs, max_evals) if n >= 1 else None
+    return (best_errs, TunedGrid(best.clone(), best.clone())) if found is None else (found[0], TunedGrid(*found[1]))
 
 
 def _directions(d: int, seed: int, like: Tensor, n: int) -> Tensor:
@@ -609,10 +594,13 @@ def _directions(d: int, seed: int, like: Tensor, n: int) -> Tensor:
     return (proj / proj.norm(dim=0, keepdim=True)).to(like.device, like.dtype)
 
 
-def _sliced_w2(a: Tensor, b: Tensor, proj: Tensor) -> float:
-    """Sliced W2 between the sample sets ``a`` and ``b`` (rows), over the unit directions ``proj``'s columns."""
-    pa, _ = torch.sort(a @ proj, dim=0)
-    pb, _ = torch.sort(b @ proj, dim=0)
+def _projected(x: Tensor, proj: Tensor) -> Tensor:
+    """The sample set ``x`` (rows) projected on the unit directions ``proj``'s columns, sorted per direction."""
+    return torch.sort(x @ proj, dim=0)[0]
+
+
+def _sliced_w2(pa: Tensor, pb: Tensor) -> float:
+    """Sliced W2 between two sample sets of one size, given as :func:`_projected` of each."""
     return float((pa - pb).pow(2).mean().sqrt())
 
 
@@ -632,24 +620,44 @@ def _pilot_path(solver: Any, sde: SDE, x_pilot: Tensor, seed: int, e: float) -> 
 
 def _refine(loss: Callable[[Tensor], tuple[float, float, float]], grid_of: Callable[[Tensor], Tensor], u: Tensor,
             best_errs: tuple[float, float, float], best: Tensor, max_evals: int) -> tuple[tuple, Tensor]:
-    """:func:`tune`'s last stage: Nelder–Mead over the log-SNR increments ``u`` (``max_evals`` pilot
+    """:func:`tune`'s simplex stage: Nelder–Mead over the log-SNR increments ``u`` (``max_evals`` pilot
     runs); its end grid replaces ``best`` only if it lowers the pilot error overall and on both halves."""
+
+    def point(v: np.ndarray) -> tuple[Tensor] | None:
+        g = grid_of(torch.as_tensor(v, dtype=torch.float64))
+        return (g,) if bool((torch.diff(g) < 0).all()) else None
+
+    found = _simplex_stage(loss, point, u.numpy().astype(np.float64), best_errs, max_evals)
+    return (best_errs, best) if found is None else (found[0], found[1][0])
+
+
+def _improves(errs: tuple[float, float, float], best: tuple[float, float, float]) -> bool:
+    """:func:`tune`'s acceptance rule: ``errs`` (whole pilot, first half, second half) lowers the error on the
+    whole pilot and raises it on neither half: a move that one half's samples alone pay for fits the pilot
+    rather than the model."""
+    return errs[0] < best[0] and errs[1] <= best[1] and errs[2] <= best[2]
+
+
+def _simplex_stage(loss: Callable[..., tuple[float, float, float]], point: Callable[[np.ndarray], tuple | None],
+                   v0: np.ndarray, best_errs: tuple[float, float, float], max_evals: int) -> tuple[tuple, tuple] | None:
+    """Nelder–Mead from ``v0`` (at most ``max_evals`` pilot runs) over parameters that ``point`` maps to the
+    arguments of ``loss`` (``None``: not a valid grid). ``(errors, arguments)`` of its end point if that
+    point :func:`_improves` on ``best_errs``, else ``None`` (also when the budget cannot build a simplex)."""
     from ._search import nelder_mead
 
-    def value(v: np.ndarray) -> float:
-        g = grid_of(torch.as_tensor(v, dtype=torch.float64))
-        return loss(g)[0] if bool((torch.diff(g) < 0).all()) else float("inf")
+    if max_evals < v0.size + 2:
+        return None
 
-    if max_evals < u.numel() + 2:
-        return best_errs, best
-    v, _, _ = nelder_mead(value, u.numpy().astype(np.float64), step=0.1, max_evals=max_evals)
-    g = grid_of(torch.as_tensor(v, dtype=torch.float64))
-    if not bool((torch.diff(g) < 0).all()):
-        return best_errs, best
-    errs = loss(g)
-    if errs[0] < best_errs[0] and errs[1] <= best_errs[1] and errs[2] <= best_errs[2]:
-        return errs, g
-    return best_errs, best
+    def value(v: np.ndarray) -> float:
+        p = point(v)
+        return float("inf") if p is None else loss(*p)[0]
+
+    v, _, _ = nelder_mead(value, v0, step=0.1, max_evals=max_evals)
+    p = point(v)
+    if p is None:
+        return None
+    errs = loss(*p)
+    return (errs, p) if _improves(errs, best_errs) else None
 
 
 def check_tunable(solver: Any) -> None:

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import sdekit
-from sdekit.grids import _directions, _sliced_w2, tune
+from sdekit.grids import _directions, _projected, _sliced_w2, tune
 from sdekit.testing import mixture_family
 
 SDE = sdekit.VPSDE()
@@ -25,10 +25,10 @@ def test_sliced_w2_known_answers():
     g = torch.Generator().manual_seed(0)
     a = torch.randn(300, 5, generator=g, dtype=torch.float64)
     proj = _directions(5, 0, a, 128)
-    assert _sliced_w2(a, a[torch.randperm(300, generator=g)], proj) == 0.0
+    assert _sliced_w2(_projected(a, proj), _projected(a[torch.randperm(300, generator=g)], proj)) == 0.0
     c = torch.tensor([0.3, -1.0, 0.5, 0.0, 2.0], dtype=torch.float64)
     expect = math.sqrt(float(((c @ proj) ** 2).mean()))
-    assert abs(_sliced_w2(a + c, a, proj) - expect) < 1e-12
+    assert abs(_sliced_w2(_projected(a + c, proj), _projected(a, proj)) - expect) < 1e-12
 
 
 def test_stochastic_auto_grid_lowers_the_pilot_distance_and_is_deterministic():
