@@ -354,7 +354,7 @@ def _density_grid(sde: SDE, times: Tensor, steps: int, order: float, t_end: floa
 def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nfe: int | None = None, *,
          steps: int | None = None, shape: Sequence[int] | None = None, x_pilot: Tensor | None = None,
          pilot_batch: int = 256, seed: int = 0, passes: int = 3, refine_nfe: int = 3000, eps: float | None = None,
-         rtol: float = 1e-7, ref_steps: int = 250, dtype: torch.dtype = torch.float64,
+         rtol: float | None = None, ref_steps: int | None = None, dtype: torch.dtype = torch.float64,
          device: torch.device | str | None = None, cache: bool = True, shift: bool = False,
          info: dict | None = None) -> Union[Tensor, "TunedGrid"]:
     """Tune an ``N``-step time grid to ``score_fn`` from a cheap pilot (``schedule="auto"``).
@@ -412,8 +412,10 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         passes: coordinate-search passes (0: none; with ``refine_nfe=0`` too, the best starting grid).
         refine_nfe: score evaluations the Nelder–Mead stage may spend (0: none).
         eps: end time (default ``sde.eps``).
-        rtol: tolerance of the pilot's reference solve (at least 10 ulps of ``dtype``; ODE solvers).
-        ref_steps: steps of the reference solve of a stochastic solver (on the pilot's Brownian path).
+        rtol: tolerance of the pilot's reference solve of an ODE solver (default 1e-7; at least 10 ulps
+            of ``dtype``); refused for a stochastic solver, whose reference has no tolerance.
+        ref_steps: steps of the reference solve of a stochastic solver (on the pilot's Brownian path;
+            default 250); refused for an ODE solver, whose reference is adaptive.
         dtype, device: of the pilot's samples (a float32 network needs ``dtype=torch.float32``;
             ``schedule="auto"`` uses the sampling run's); ignored when ``x_pilot`` is given.
         cache: reuse a grid tuned before with the same score function (identity), SDE, solver
@@ -449,8 +451,16 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     passes = check_int("passes", passes, minimum=0)
     refine_nfe = check_int("refine_nfe", refine_nfe, minimum=0)
     seed = check_int("seed", seed, minimum=0)
-    rtol = check_real("rtol", rtol, positive=True)
-    ref_steps = check_int("ref_steps", ref_steps, minimum=1)
+    if solver.stochastic:
+        if rtol is not None:
+            raise ValueError(f"rtol applies to an ODE solver's adaptive reference; {solver.name!r} is stochastic "
+                             "(its reference takes ref_steps)")
+        ref_steps = 250 if ref_steps is None else check_int("ref_steps", ref_steps, minimum=1)
+    else:
+        if ref_steps is not None:
+            raise ValueError(f"ref_steps applies to a stochastic solver's reference; {solver.name!r} is an ODE solver "
+                             "(its reference is adaptive, set by rtol)")
+        rtol = 1e-7 if rtol is None else check_real("rtol", rtol, positive=True)
     if not isinstance(shift, bool):
         raise TypeError(f"shift must be a bool, got {type(shift).__name__}")
     if shift:

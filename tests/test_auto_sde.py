@@ -68,4 +68,9 @@ def test_what_cannot_be_tuned_is_refused_before_any_score_call():
         sdekit.sample(score, SDE, "ode_adaptive", shape=(2, 3), schedule="auto")
     with pytest.raises(ValueError, match="ref_steps"):
         tune(score, SDE, "dpmpp_2m_sde", 10, shape=(1, 3), ref_steps=0)
+    # each kind of reference has its own setting; the other one is refused, not ignored
+    with pytest.raises(ValueError, match="rtol applies to an ODE solver"):
+        tune(score, SDE, "dpmpp_2m_sde", 10, shape=(1, 3), rtol=1e-6)
+    with pytest.raises(ValueError, match="ref_steps applies to a stochastic solver"):
+        tune(score, SDE, "unipc", 10, shape=(1, 3), ref_steps=100)
     assert not calls
