@@ -12,7 +12,10 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
 - ``auto+shift p1024``: the same on a pilot of 1024 samples (its evaluations are batched: a larger
   pilot costs compute, not pilot NFE); ``auto p1024``: ``auto`` on that pilot; ``auto+shift p1024 2x``:
   with ``refine_nfe=6000`` (the shift stage uses up its budget at 5 NFE; the first simplex stage does not);
-  ``auto+shift p4096``: a pilot of 4096.
+  ``auto+shift p4096``: a pilot of 4096;
+- ``auto+end``, ``auto+shift+end``, ``auto+shift+end p1024``: the same with ``free_end=True`` (the grid may
+  stop short of eps, where its denoising step then evaluates the model; ``tune``'s default since then). The
+  variants without ``+end`` pass ``free_end=False``: they end at eps, as ``tune`` did when they were measured.
 
 ``--variants`` picks them (default the first three), ``--tag`` suffixes the outputs:
 ``benchmarks/results/auto_shift[-heldout][-tag].{md,json}``. Runs::
@@ -26,6 +29,8 @@ Problems, fresh samples (not the pilot's), the float64 reference and the ODE-map
         --variants "auto,auto+shift p1024 2x" --tag p1024-2x                      # auto_shift-p1024-2x.md
     PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --indices 1,5 --solvers unipc,dpmpp_2m \
         --nfe 5 --variants "auto,auto+shift p4096" --tag p4096-ve                 # auto_shift-p4096-ve.md
+    PYTHONPATH=. python benchmarks/auto_shift.py --split tuning --nfe 5,10 \
+        --variants "auto,auto+end,auto+shift,auto+shift+end,auto+shift+end p1024" --tag end   # auto_shift-end.md
 """
 
 from __future__ import annotations
@@ -42,10 +47,14 @@ if __package__ in (None, ""):
 
 from benchmarks.auto_refine import parser, run  # noqa: E402
 
-ALL_VARIANTS = {"auto": {}, "auto 2x": {"refine_nfe": 6000}, "auto+shift": {"shift": True},
-                "auto+shift p1024": {"shift": True, "pilot_batch": 1024}, "auto p1024": {"pilot_batch": 1024},
-                "auto+shift p1024 2x": {"shift": True, "pilot_batch": 1024, "refine_nfe": 6000},
-                "auto+shift p4096": {"shift": True, "pilot_batch": 4096}}
+_EPS = {"free_end": False}  # the variants without "+end" end at eps (as tune did before free_end=True)
+ALL_VARIANTS = {"auto": _EPS, "auto 2x": {"refine_nfe": 6000, **_EPS}, "auto+shift": {"shift": True, **_EPS},
+                "auto+shift p1024": {"shift": True, "pilot_batch": 1024, **_EPS},
+                "auto p1024": {"pilot_batch": 1024, **_EPS},
+                "auto+shift p1024 2x": {"shift": True, "pilot_batch": 1024, "refine_nfe": 6000, **_EPS},
+                "auto+shift p4096": {"shift": True, "pilot_batch": 4096, **_EPS}, "auto+end": {"free_end": True},
+                "auto+shift+end": {"shift": True, "free_end": True},
+                "auto+shift+end p1024": {"shift": True, "free_end": True, "pilot_batch": 1024}}
 VARIANTS = ["auto", "auto 2x", "auto+shift"]
 
 

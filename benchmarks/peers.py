@@ -244,7 +244,7 @@ def auto_table(records: list[dict], problems: list, budgets: list[int]) -> str:
         return min(c, key=lambda r: r[metric]) if c else None
 
     def shifted(r):
-        return r["setting"].startswith(ours.AUTO_SHIFT_LABEL + " ")
+        return r["setting"].startswith((ours.AUTO_SHIFT_LABEL + " ", ours.AUTO_SHIFT_LABEL + "+"))
 
     kinds = {"sdekit default": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is None,
              "sdekit auto": lambda r: r["library"] == "sdekit" and r.get("pilot_nfe") is not None and not shifted(r),
@@ -397,6 +397,9 @@ def main(argv: list[str] | None = None) -> dict:
                     help="as --auto, with the model's evaluation times tuned too (sdekit.grids.tune(shift=True))")
     ap.add_argument("--auto-pilot-batch", type=int, default=ours.AUTO_PILOT_BATCH, metavar="N",
                     help="pilot samples of the --auto and --auto-shift configurations (default: tune's 256)")
+    ap.add_argument("--auto-free-end", action=argparse.BooleanOptionalAction, default=None,
+                    help="let the --auto and --auto-shift grids stop short of eps (sdekit.grids.tune(free_end=...); "
+                         "default: tune's default); their setting reads 'auto+end' / 'auto+shift+end' when they may")
     ap.add_argument("--auto-nfe", default=None, metavar="NFES",
                     help="budgets of the --auto configurations (default: every --nfe budget)")
     ap.add_argument("--seeds", type=int, default=None,
@@ -480,7 +483,8 @@ def main(argv: list[str] | None = None) -> dict:
             configs = ours.grid_configs(solvers, ours.SCHEDULES if schedules is None else schedules)
         for names, shift in ((args.auto, False), (args.auto_shift, True)):
             configs = configs + ours.auto_configs([s.strip() for s in (names or "").split(",") if s.strip()],
-                                                  shift=shift, pilot_batch=args.auto_pilot_batch)
+                                                  shift=shift, pilot_batch=args.auto_pilot_batch,
+                                                  free_end=args.auto_free_end)
         if args.auto_nfe:
             auto_budgets = {int(b) for b in args.auto_nfe.split(",") if b.strip()}
             if not auto_budgets <= set(budgets):

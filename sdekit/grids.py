@@ -321,8 +321,35 @@ def _solver_key(solver: Any) -> tuple:
     return (type(solver).__qualname__, tuple(sorted((k, repr(v)) for k, v in vars(solver).items())))
 
 
-def _lam_grid(sde: SDE, lam: Tensor, t_end: float, e: float) -> Tensor:
-    return _pin(sde.t_from_log_snr(lam), t_end, e)
+def _lam_grid(sde: SDE, lam: Tensor, t_end: float, e: float | None) -> Tensor:
+    """The times of log-SNRs ``lam``, the first pinned to ``t_end`` and the last to ``e`` (unless ``None``: a
+    free end, :func:`tune`'s ``free_end=True``)."""
+    t = sde.t_from_log_snr(lam)
+    if e is None:
+        t = t.clone()
+        t[0] = t_end
+        return t
+    return _pin(t, t_end, e)
+
+
+#: fractions of the log-SNR range that ``tune(free_end=True)`` first tries to stop short of ``eps``
+STOP_FRACTIONS = (0.05, 0.1, 0.2, 0.3, 0.4)
+
+
+def _grid_lam(sde: SDE, grid: Tensor, lam_ends: Tensor) -> Tensor:
+    """The log-SNRs of ``grid`` for :func:`tune`'s search, the first replaced by ``lam_ends[0]`` (finite even where
+    ``lambda(T) = -inf``, as in :func:`_log_snr_ends`)."""
+    lam = sde.log_snr(grid.to(torch.float64)).clone()
+    lam[0] = lam_ends[0]
+    return lam
+
+
+def _stop_short(sde: SDE, grid: Tensor, frac: float, lam_ends: Tensor, t_end: float) -> Tensor:
+    """``grid`` compressed in log-SNR towards ``T`` so that it ends ``frac`` of the log-SNR range
+    ``lam_ends`` short of ``eps`` (its knots keep their relative places)."""
+    lam = _grid_lam(sde, grid, lam_ends)
+    lam = lam_ends[0] + (lam - lam[0]) * (1.0 - frac) * (lam_ends[1] - lam_ends[0]) / (lam[-1] - lam[0])
+    return _lam_grid(sde, lam, t_end, None)
 
 
 def _density_grid(sde: SDE, times: Tensor, steps: int, order: float, t_end: float, e: float) -> Tensor:
@@ -356,7 +383,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
          pilot_batch: int = 256, seed: int = 0, passes: int = 3, refine_nfe: int = 3000, eps: float | None = None,
          rtol: float | None = None, ref_steps: int | None = None, dtype: torch.dtype = torch.float64,
          device: torch.device | str | None = None, cache: bool = True, shift: bool = False,
-         info: dict | None = None) -> Union[Tensor, "TunedGrid"]:
+         free_end: bool | None = None, info: dict | None = None) -> Union[Tensor, "TunedGrid"]:
     """Tune an ``N``-step time grid to ``score_fn`` from a cheap pilot (``schedule="auto"``).
 
     1. Pilot: ``pilot_batch`` prior samples (``seed``; or ``x_pilot``) are integrated (in ``dtype``) by
@@ -381,6 +408,15 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
        clamped to ``[eps, T]``), the solver's coefficients staying at ``t_i`` (see
        :func:`shifted_score`), spends at most ``refine_nfe`` more score evaluations; kept only if it
        lowers the pilot error on the whole pilot and on both halves (else no shift).
+    6. With ``free_end=True``, the grid's last time (where the final denoising step evaluates the model)
+       is tuned too, between ``eps`` and the time before it; the pilot's reference still ends at ``eps``.
+       Before step 3, the best start grid is compressed in log-SNR so that it stops a fraction
+       ``0.05, 0.1, 0.2, 0.3`` or ``0.4`` of the log-SNR range short of ``eps`` (its last evaluations then
+       move to noisier times); the best of these is kept if it :func:`_improves` on the grid ending at
+       ``eps``, and steps 3-5 then search the end time with the increments (the unused log-SNR range is one
+       more increment). Diffusers' schedulers stop short of ``eps`` too (their last step jumps from
+       ``t_{999/n}`` to the data), but at a fixed place; here the pilot chooses it, and keeps ``eps``
+       when stopping short does not lower the pilot error.
 
     A **stochastic** solver (``dpmpp_2m_sde``, ``ancestral``, ``euler_maruyama``, ...) is tuned the same way
     on one fixed Brownian path per pilot sample (a :class:`~sdekit.noise.BrownianNoise` of seed
@@ -425,15 +461,24 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
             the ODE-map error on fresh samples by 15% at 5 NFE and 10% at 10 NFE (geometric means of
             18 cases: ``benchmarks/results/auto_shift.md``) for about 3000 more pilot evaluations, by
             35% at 5 NFE with ``pilot_batch=1024`` (its extra parameters partly fit a pilot of 256).
+        free_end: also tune where the grid stops (step 6): the returned grid may end after ``eps``, and
+            its final denoising step is then taken there (``sdekit.sample`` denoises at the grid's last
+            time; pass such a grid without ``eps=``, which must be where a grid ends). ``None`` (default):
+            ``True`` for an ODE solver, ``False`` for a stochastic one. Chosen on the tuning split of
+            ``mixture_family`` (6 problems, dims capped at 128, ``unipc``/``dpmpp_2m``/``dpmpp_3m``, 500 fresh
+            samples; ``benchmarks/results/auto_shift-end.md``): the ODE-map error over that of the grid
+            ending at ``eps``, geometric mean of 18 cases, 0.71 at 5 NFE and 0.94 at 10 NFE (with
+            ``shift=True`` 0.73 and 0.97 of ``shift=True`` alone); stochastic solvers were not measured.
         info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
             ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
             solver's default grid: RMS distance, or sliced W2 for a stochastic solver) and ``cached``; with
             ``shift=True`` also ``unshifted_error`` (the pilot error before step 5).
 
     Returns:
-        A float64 grid of ``steps + 1`` strictly decreasing times from ``sde.T`` to ``eps``; pass it
-        as ``schedule=`` to reuse it. With ``shift=True``, a :class:`TunedGrid` (its ``times`` and
-        ``eval_times``), which :func:`sdekit.sample` accepts as ``schedule=`` just the same.
+        A float64 grid of ``steps + 1`` strictly decreasing times from ``sde.T`` to ``eps`` (with
+        ``free_end=True``: to ``eps`` or a later time); pass it as ``schedule=`` to reuse it. With
+        ``shift=True``, a :class:`TunedGrid` (its ``times`` and ``eval_times``), which :func:`sdekit.sample`
+        accepts as ``schedule=`` just the same.
     """
     from .sampling import solve, steps_for_nfe
     from .solvers import resolve
@@ -465,6 +510,10 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         raise TypeError(f"shift must be a bool, got {type(shift).__name__}")
     if shift:
         _check_shiftable(solver)
+    if free_end is None:
+        free_end = default_free_end(solver)
+    if not isinstance(free_end, bool):
+        raise TypeError(f"free_end must be a bool or None, got {type(free_end).__name__}")
     if x_pilot is None:
         if shape is None or len(shape) < 1:
             raise ValueError("give shape=(batch, ...) or x_pilot= for the pilot")
@@ -479,7 +528,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
                      hash(x_pilot.cpu().numpy().tobytes()))
     fn_key, fn_ref = _fn_ref(score_fn)
     key = (fn_key, _sde_key(sde), _solver_key(solver), steps, e, pilot_key, passes, refine_nfe, rtol, ref_steps,
-           shift)
+           shift, free_end)
     hit = _TUNED.get(key) if cache else None
     if hit is not None and _same_fn(hit[0](), score_fn):
         if info is not None:
@@ -508,7 +557,8 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     def loss(grid: Tensor, eval_times: Tensor | None = None) -> tuple[float, float, float]:
         nonlocal nfe_used
         fn = score_fn if eval_times is None else shifted_score(score_fn, sde, grid, eval_times)
-        sol = solve(fn, sde, solver, x_T=x_pilot, schedule=grid, eps=e, **({} if path is None else {"noise": path()}))
+        # (no eps=: the grid says where the run ends, eps or, with a free end, later)
+        sol = solve(fn, sde, solver, x_T=x_pilot, schedule=grid, **({} if path is None else {"noise": path()}))
         nfe_used += sol.nfe
         if path is not None:  # a stochastic solver: the distance between the two sample sets (sliced W2)
             out = sol.x.reshape(n_pilot, -1)
@@ -527,18 +577,30 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     scored = [(loss(g), g) for g in starts]
     default_err = scored[-3][0][0]
     best_errs, best = min(scored, key=lambda p: p[0][0])
-    lam_ends = sde.log_snr(torch.tensor([t_end, e], dtype=torch.float64))
-    u = torch.log(torch.diff(sde.log_snr(best)))  # log-SNR increments, all > 0
+    lam_ends = _log_snr_ends(sde, t_end, e)  # finite: from -|lambda(eps)| where lambda(T) = -inf (FlowSDE)
+    free = False  # whether the grid's end is a parameter (free_end=True and stopping short of eps won)
+    if free_end:
+        stops = [_stop_short(sde, best, f, lam_ends, t_end) for f in STOP_FRACTIONS]
+        stop_errs, stop = min(((loss(g), g) for g in stops), key=lambda p: p[0][0])
+        if _improves(stop_errs, best_errs):
+            best_errs, best, free = stop_errs, stop, True
+
+    def params_of(grid: Tensor) -> Tensor:
+        """The search's parameters of ``grid``: the logs of its log-SNR increments, and with a free end the
+        log of the log-SNR range left between its end and ``eps`` (one more increment, never used)."""
+        lam = _grid_lam(sde, grid, lam_ends)
+        return torch.log(torch.cat([torch.diff(lam), lam_ends[1:] - lam[-1:]]) if free else torch.diff(lam))
 
     def grid_of(u: Tensor) -> Tensor:
         inc = torch.softmax(u, 0)
         lam = lam_ends[0] + (lam_ends[1] - lam_ends[0]) * torch.cat([torch.zeros(1, dtype=torch.float64),
                                                                     torch.cumsum(inc, 0)])
-        return _lam_grid(sde, lam, t_end, e)
+        return _lam_grid(sde, lam[:-1], t_end, None) if free else _lam_grid(sde, lam, t_end, e)
 
+    u = params_of(best)
     delta = 0.5
-    for _ in range(passes if steps >= 2 else 0):
-        for i in range(steps):
+    for _ in range(passes if u.numel() >= 2 else 0):
+        for i in range(u.numel()):
             for sign in (1.0, -1.0):
                 trial = u.clone()
                 trial[i] += sign * delta
@@ -551,13 +613,13 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
                     break
         delta *= 0.5
     simplex_evals = refine_nfe // (solver.nfe_for(steps) + 1)  # pilot runs per Nelder-Mead stage
-    if steps >= 2 and refine_nfe > 0:
+    if u.numel() >= 2 and refine_nfe > 0:
         best_errs, best = _refine(loss, grid_of, u, best_errs, best, simplex_evals)
     stats = {"pilot_error": best_errs[0], "default_error": default_err}
     out: Union[Tensor, TunedGrid] = best.clone()
     if shift:
         stats["unshifted_error"] = best_errs[0]
-        best_errs, out = _refine_shifts(loss, grid_of, sde, best, best_errs, simplex_evals, t_end, e)
+        best_errs, out = _refine_shifts(loss, grid_of, params_of(best), sde, best, best_errs, simplex_evals, t_end, e)
         stats["pilot_error"] = best_errs[0]
     if cache:
         _TUNED[key] = (fn_ref, _copy(out), nfe_used, stats)
@@ -577,22 +639,23 @@ def _shift_times(sde: SDE, grid: Tensor, delta: Tensor, t_end: float, e: float) 
     return torch.where(delta == 0, grid, ev)
 
 
-def _refine_shifts(loss: Callable[..., tuple[float, float, float]], grid_of: Callable[[Tensor], Tensor], sde: SDE,
-                   best: Tensor, best_errs: tuple[float, float, float], max_evals: int, t_end: float,
+def _refine_shifts(loss: Callable[..., tuple[float, float, float]], grid_of: Callable[[Tensor], Tensor], u: Tensor,
+                   sde: SDE, best: Tensor, best_errs: tuple[float, float, float], max_evals: int, t_end: float,
                    e: float) -> tuple[tuple, "TunedGrid"]:
-    """:func:`tune`'s ``shift=True`` stage: Nelder–Mead over the log-SNR increments of ``best`` and one
-    log-SNR shift per knot (from 0) of its evaluation times (``max_evals`` pilot runs). The result is
-    kept only if it lowers the pilot error overall and on both halves; else the evaluation times are
-    the grid's own (no shift)."""
-    n = best.numel() - 1
-    v0 = np.concatenate([torch.log(torch.diff(sde.log_snr(best))).numpy(), np.zeros(n + 1)])
+    """:func:`tune`'s ``shift=True`` stage: Nelder–Mead over ``best``'s grid parameters ``u`` (``grid_of(u)``
+    is ``best``: its log-SNR increments, and with a free end the range left before ``eps``) and one log-SNR
+    shift per knot (from 0) of its evaluation times (``max_evals`` pilot runs). The result is kept only if
+    it lowers the pilot error overall and on both halves; else the evaluation times are the grid's own (no
+    shift)."""
+    n, k = best.numel() - 1, u.numel()
+    v0 = np.concatenate([u.numpy(), np.zeros(n + 1)])
 
     def point(v: np.ndarray) -> tuple[Tensor, Tensor] | None:
         w = torch.as_tensor(v, dtype=torch.float64)
-        g = grid_of(w[:n]) if n >= 2 else best
+        g = grid_of(w[:k]) if k >= 2 else best
         if not bool((torch.diff(g) < 0).all()):
             return None
-        return g, _shift_times(sde, g, w[n:], t_end, e)
+        return g, _shift_times(sde, g, w[k:], t_end, e)
 
     found = _simplex_stage(loss, point, v0, best_errs, max_evals) if n >= 1 else None
     return (best_errs, TunedGrid(best.clone(), best.clone())) if found is None else (found[0], TunedGrid(*found[1]))
@@ -670,6 +733,13 @@ def _simplex_stage(loss: Callable[..., tuple[float, float, float]], point: Calla
     return (errs, p) if _improves(errs, best_errs) else None
 
 
+def default_free_end(solver: Any) -> bool:
+    """:func:`tune`'s ``free_end=None``: whether ``solver``'s tuned grid may stop short of ``eps`` by default;
+    ``True`` for ODE solvers, for which it was measured on the tuning split
+    (``benchmarks/results/auto_shift-end.md``), ``False`` for stochastic ones, for which it was not."""
+    return not solver.stochastic
+
+
 def check_tunable(solver: Any) -> None:
     """Refuse a solver :func:`tune` cannot tune a grid for (it needs a fixed-step ODE or SDE solver)."""
     if solver.kind not in ("ode", "sde") or getattr(solver, "adaptive", False) or solver.stepping != "fixed":
@@ -682,13 +752,17 @@ def is_auto(schedule: Any) -> bool:
 
 
 def resolve_auto(score_fn: Callable, sde: SDE, solver: Any, steps: int, x: Tensor, *,
-                 eps: float | None) -> tuple[Tensor, dict]:
+                 eps: float | None, denoise: bool = True) -> tuple[Tensor, dict]:
     """``schedule="auto"``: the grid :func:`tune` makes for this model, with its pilot statistics for
     ``Solution.stats``. The pilot runs in the dtype and on the device of the run's starting state ``x``
-    (a float32 model needs float32); :func:`sdekit.solve` calls it after every other check."""
+    (a float32 model needs float32); :func:`sdekit.solve` calls it after every other check.
+
+    The grid may stop short of ``eps`` (``tune``'s default ``free_end``: for ODE solvers) only where the run
+    ends with the denoising step and no ``eps=`` was given: a run without the denoising step returns the
+    state at the grid's last time, and an explicit ``eps=`` says where the run ends."""
     info: dict = {}
     return tune(score_fn, sde, solver, steps=steps, shape=tuple(x.shape), eps=eps, dtype=x.dtype, device=x.device,
-                info=info), info
+                free_end=None if eps is None and denoise else False, info=info), info
 
 
 # ------------------------------------------------------------------ decoupled evaluation times (tune(shift=True))
@@ -707,7 +781,8 @@ class TunedGrid:
     ``schedule=`` to :func:`sdekit.sample` / :func:`sdekit.solve` with a solver of :data:`SHIFTABLE`.
 
     Attributes:
-        times: float64, strictly decreasing, ``steps + 1`` times from ``sde.T`` to ``eps``.
+        times: float64, strictly decreasing, ``steps + 1`` times from ``sde.T`` to ``eps`` (or, tuned with
+            ``free_end=True``, to a later time).
         eval_times: float64, one evaluation time per grid time, within ``[eps, sde.T]``.
     """
 

@@ -22,7 +22,8 @@ def test_auto_grid_shape_monotone_range_and_pilot_nfe_reported():
     grid = tune(SCORE, SDE, "unipc", 6, shape=(1, 6), dtype=x_T.dtype)  # the cached grid solve() used
     assert grid.dtype == torch.float64 and grid.numel() == steps + 1
     assert bool((torch.diff(grid) < 0).all())
-    assert float(grid[0]) == SDE.T and float(grid[-1]) == SDE.eps
+    # within [eps, T]: the grid may stop short of eps (tune(free_end=True), the default), where it denoises
+    assert float(grid[0]) == SDE.T and SDE.eps <= float(grid[-1]) < float(grid[-2])
     info = {}
     tune(SCORE, SDE, "unipc", 6, shape=(1, 6), dtype=x_T.dtype, info=info)
     assert info["cached"] is True and info["pilot_nfe"] == 0

@@ -44,7 +44,7 @@ def test_refinement_lowers_the_pilot_error_and_is_counted_in_the_pilot_nfe():
     assert refined["pilot_nfe"] > plain["pilot_nfe"]
     assert refined["pilot_nfe"] <= plain["pilot_nfe"] + 1500 + 6  # the budget, plus the check of its end grid
     assert g1.numel() == g0.numel() == 6 and bool((torch.diff(g1) < 0).all())
-    assert float(g1[0]) == SDE.T and float(g1[-1]) == SDE.eps
+    assert float(g1[0]) == SDE.T and SDE.eps <= float(g1[-1]) < float(g1[-2])  # free_end: may stop short of eps
 
 
 def test_refine_nfe_is_checked_before_any_score_call():

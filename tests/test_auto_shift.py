@@ -65,7 +65,8 @@ def test_shift_lowers_the_pilot_error_of_the_tuned_grid_on_a_held_out_mixture():
     shifts; on 256 samples outside the pilot 0.306 vs 0.225 (a pilot of 64 is partly fitted: the default
     pilot of 256 gives 0.190 vs 0.165 on 500 samples)."""
     info = {}
-    g = tune(SCORE, SDE, "unipc", 5, shape=(1, MIX.dim), seed=1, cache=False, shift=True, info=info, **FAST)
+    g = tune(SCORE, SDE, "unipc", 5, shape=(1, MIX.dim), seed=1, cache=False, shift=True, free_end=False, info=info,
+             **FAST)  # (the grid ends at eps: shifts alone; test_auto_end.py tunes the end)
     assert isinstance(g, TunedGrid) and g.times.numel() == 5 and g.eval_times.numel() == 5
     assert info["pilot_error"] < 0.9 * info["unshifted_error"], info
     assert not torch.equal(g.times, g.eval_times)
@@ -78,7 +79,7 @@ def test_shift_lowers_the_pilot_error_of_the_tuned_grid_on_a_held_out_mixture():
     # and it holds outside the pilot
     x_T = SDE.prior_sample((256, MIX.dim), generator=torch.Generator().manual_seed(99), dtype=torch.float64)
     ref = sdekit.sample(SCORE, SDE, "ode_adaptive", x_T=x_T, rtol=1e-7, atol=1e-7)  # max error 1e-5
-    g0 = tune(SCORE, SDE, "unipc", 5, shape=(1, MIX.dim), seed=1, cache=False, **FAST)  # unshifted
+    g0 = tune(SCORE, SDE, "unipc", 5, shape=(1, MIX.dim), seed=1, cache=False, free_end=False, **FAST)  # unshifted
     errs = [float((sdekit.sample(SCORE, SDE, "unipc", x_T=x_T, schedule=s) - ref).pow(2).mean().sqrt())
             for s in (g0, g)]
     assert errs[1] < 0.9 * errs[0], errs

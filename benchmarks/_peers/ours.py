@@ -80,7 +80,8 @@ AUTO_PILOT_BATCH = 256  # sdekit.grids.tune's default
 
 
 def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT_SEED,
-                  dtype: torch.dtype = torch.float32, shift: bool = False) -> Callable[..., tuple[Tensor, int]]:
+                  dtype: torch.dtype = torch.float32, shift: bool = False,
+                  free_end: bool | None = None) -> Callable[..., tuple[Tensor, int]]:
     """A :class:`Config` schedule ``(problem, budget, solver) -> (grid, pilot_nfe)`` doing what
     ``schedule="auto"`` does (:func:`sdekit.grids.tune`, a pilot in the run's float32), on a pilot batch
     of ``pilot_batch`` prior samples drawn with ``seed`` instead of the evaluated ``x_T``.
@@ -88,7 +89,8 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
     The grid is tuned once per problem, budget and solver (one model, one pilot) and reused for every
     seed of x_T; ``pilot_nfe`` is the score evaluations that one tuning spent, reported with every seed's
     run and never added to the run's NFE. ``shift=True``: ``tune(shift=True)``, a
-    :class:`sdekit.grids.TunedGrid` whose model evaluation times are tuned too.
+    :class:`sdekit.grids.TunedGrid` whose model evaluation times are tuned too. ``free_end``: ``tune``'s
+    (``None``: its default), whether the grid may stop short of ``eps``.
     """
     tuned: dict[tuple, tuple[Tensor, int]] = {}
 
@@ -96,8 +98,9 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
         key = (p.name, p.sde_name, budget, solver.name, repr(getattr(solver, "__dict__", {})))
         if key not in tuned:
             info: dict = {}
+            opts = {} if free_end is None else {"free_end": free_end}
             grid = sdekit.grids.tune(p.score, p.sde, solver, budget, shape=(1, p.dim), pilot_batch=pilot_batch,
-                                     seed=seed, dtype=dtype, cache=False, shift=shift, info=info)
+                                     seed=seed, dtype=dtype, cache=False, shift=shift, info=info, **opts)
             tuned[key] = (grid, int(info["pilot_nfe"]))
         return tuned[key]
 
@@ -109,11 +112,18 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
 AUTO_SHIFT_LABEL = "auto+shift"
 
 
-def auto_configs(solvers: list[str], *, shift: bool = False, pilot_batch: int = AUTO_PILOT_BATCH) -> list[Config]:
+def auto_label(shift: bool, free_end: bool, pilot_batch: int) -> str:
+    """The setting text of an auto configuration: ``auto[+shift][+end] pilot_batch=N``, ``+end`` when the grid
+    may stop short of ``eps`` (``free_end``)."""
+    return f"{AUTO_SHIFT_LABEL if shift else 'auto'}{'+end' if free_end else ''} pilot_batch={pilot_batch}"
+
+
+def auto_configs(solvers: list[str], *, shift: bool = False, pilot_batch: int = AUTO_PILOT_BATCH,
+                 free_end: bool | None = None) -> list[Config]:
     """``schedule="auto"`` configurations of ``solvers`` (fixed-step ODE or SDE solvers, refused otherwise
     before any work), each on its own pilot (see :func:`auto_schedule`); ``shift=True``: with
     tuned evaluation times (solvers of :data:`sdekit.grids.SHIFTABLE` only); ``pilot_batch``: the pilot's
-    prior samples."""
+    prior samples; ``free_end``: whether the grid may stop short of ``eps`` (``None``: ``tune``'s default)."""
     known = {i.name: i for i in sdekit.solvers.available()}
     out = []
     for name in solvers:
@@ -126,8 +136,10 @@ def auto_configs(solvers: list[str], *, shift: bool = False, pilot_batch: int = 
             raise ValueError(f"schedule='auto': {err}") from None
         if shift and name not in sdekit.grids.SHIFTABLE:
             raise ValueError(f"--auto-shift needs solvers of sdekit.grids.SHIFTABLE, got {name!r}")
-        out.append(Config(name, schedule=auto_schedule(shift=shift, pilot_batch=pilot_batch),
-                          label=f"{AUTO_SHIFT_LABEL if shift else 'auto'} pilot_batch={pilot_batch}"))
+        solver = sdekit.solvers.resolve(name)
+        end = sdekit.grids.default_free_end(solver) if free_end is None else free_end  # tune's default
+        out.append(Config(name, schedule=auto_schedule(shift=shift, pilot_batch=pilot_batch, free_end=end),
+                          label=auto_label(shift, end, pilot_batch)))
     return out
 
 
