@@ -393,7 +393,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
        density of the pilot's accepted steps (see :func:`_density_grid`); the solver's default
        grid, ``logsnr`` and ``karras`` compete with it, and the one with the least pilot error wins.
     3. ``passes`` of coordinate search over the log-SNR increments (a monotone parametrisation:
-       ``log`` of each increment, the end points fixed) directly minimise the RMS distance between
+       ``log`` of each increment, the end points fixed but for step 6) directly minimise the RMS distance between
        the solver's pilot end points (``steps`` steps, denoising included, float64) and the reference;
        a move is kept only if it lowers that error and raises it on neither half of the pilot (so no
        move is paid for by a few pilot samples alone, which fits the pilot instead of the model).
@@ -468,7 +468,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
             ``mixture_family`` (6 problems, dims capped at 128, ``unipc``/``dpmpp_2m``/``dpmpp_3m``, 500 fresh
             samples; ``benchmarks/results/auto_shift-end.md``): the ODE-map error over that of the grid
             ending at ``eps``, geometric mean of 18 cases, 0.71 at 5 NFE and 0.94 at 10 NFE (with
-            ``shift=True`` 0.73 and 0.97 of ``shift=True`` alone); stochastic solvers were not measured.
+            ``shift=True`` 0.73 and 0.99 of ``shift=True`` alone); stochastic solvers were not measured.
         info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
             ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
             solver's default grid: RMS distance, or sliced W2 for a stochastic solver) and ``cached``; with
