@@ -447,7 +447,8 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         seed: seed of the pilot's prior samples.
         passes: coordinate-search passes (0: none; with ``refine_nfe=0`` too, the best starting grid).
         refine_nfe: score evaluations the Nelder–Mead stage may spend (0: none).
-        eps: end time (default ``sde.eps``).
+        eps: end time of the pilot's reference (default ``sde.eps``); the grid ends there, or later with
+            ``free_end``.
         rtol: tolerance of the pilot's reference solve of an ODE solver (default 1e-7; at least 10 ulps
             of ``dtype``); refused for a stochastic solver, whose reference has no tolerance.
         ref_steps: steps of the reference solve of a stochastic solver (on the pilot's Brownian path;

@@ -302,8 +302,10 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
         schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
             or a tensor of times (default: the solver's ``default_schedule``, see
             :func:`sdekit.grids.default_schedule`); ``"auto"`` tunes one
-            to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``); a
-            :class:`~sdekit.grids.TunedGrid` (``tune(..., shift=True)``) also moves the model's evaluation times.
+            to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``; for an ODE
+            solver, with the denoising step and no ``eps=``, the tuned grid may stop short of ``eps`` and
+            denoise there: ``tune``'s ``free_end``); a :class:`~sdekit.grids.TunedGrid`
+            (``tune(..., shift=True)``) also moves the model's evaluation times.
         eps: the last time of the grid (default ``sde.eps``).
         generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.
             Or a list of generators, one per sample (as diffusers allows): each sample's prior and
