@@ -383,7 +383,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
          pilot_batch: int = 256, seed: int = 0, passes: int = 3, refine_nfe: int = 3000, eps: float | None = None,
          rtol: float | None = None, ref_steps: int | None = None, dtype: torch.dtype = torch.float64,
          device: torch.device | str | None = None, cache: bool = True, shift: bool = False,
-         free_end: bool | None = None, info: dict | None = None) -> Union[Tensor, "TunedGrid"]:
+         free_end: bool | None = None, progress: bool = False, info: dict | None = None) -> Union[Tensor, "TunedGrid"]:
     """Tune an ``N``-step time grid to ``score_fn`` from a cheap pilot (``schedule="auto"``).
 
     1. Pilot: ``pilot_batch`` prior samples (``seed``; or ``x_pilot``) are integrated (in ``dtype``) by
@@ -473,6 +473,8 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
             (2-, 64-, 256-D, 5 seeds x 500 samples; ``peers-sde-end-tuning.json`` against
             ``peers-auto_sde-tuning.json``) it changed FD by 0.97x at 5 NFE and 1.36x at 8 NFE (sliced W2 1.00x,
             1.05x): off for stochastic solvers.
+        progress: show a tqdm bar of the pilot's score evaluations (with the best pilot error so far); the
+            pilot of ``schedule="auto"`` shows it when the run asks for ``progress=True``.
         info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
             ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
             solver's default grid: RMS distance, or sliced W2 for a stochastic solver) and ``cached``; with
@@ -516,8 +518,10 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         _check_shiftable(solver)
     if free_end is None:
         free_end = default_free_end(solver)
-    if not isinstance(free_end, bool):
-        raise TypeError(f"free_end must be a bool or None, got {type(free_end).__name__}")
+    for name, flag in (("free_end", free_end), ("progress", progress)):
+        if not isinstance(flag, bool):
+            raise TypeError(f"{name} must be a bool{' or None' if name == 'free_end' else ''}, got "
+                            f"{type(flag).__name__}")
     if x_pilot is None:
         if shape is None or len(shape) < 1:
             raise ValueError("give shape=(batch, ...) or x_pilot= for the pilot")
@@ -541,14 +545,24 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
 
     nfe_used = 0
     times: list[float] = []
+    bar = _pilot_bar(progress, solver)
     path = _pilot_path(solver, sde, x_pilot, seed, e)
     if path is None:
         tol = max(rtol, 10 * torch.finfo(x_pilot.dtype).eps)
-        ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e,
-                        callback=lambda s: times.append(s.t))
+        seen = [0]
+
+        def on_step(s: Any) -> None:  # the reference's accepted steps, and its evaluations on the bar
+            times.append(s.t)
+            if bar is not None:
+                bar.update(s.nfe - seen[0])
+                seen[0] = s.nfe
+
+        ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e, callback=on_step)
     else:  # the same solver on a fine grid, on the same Brownian path: the strong (pathwise) reference
         ref_sol = solve(score_fn, sde, solver, x_T=x_pilot, steps=ref_steps, schedule="logsnr", eps=e, noise=path())
     ref, nfe_used = ref_sol.x, ref_sol.nfe
+    if bar is not None:
+        bar.update(nfe_used - bar.n)  # what the reference's steps did not report (its denoising step)
     default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)
     n_pilot = ref.shape[0]
     half = max(1, n_pilot // 2)
@@ -564,6 +578,8 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         # (no eps=: the grid says where the run ends, eps or, with a free end, later)
         sol = solve(fn, sde, solver, x_T=x_pilot, schedule=grid, **({} if path is None else {"noise": path()}))
         nfe_used += sol.nfe
+        if bar is not None:
+            bar.update(sol.nfe)
         if path is not None:  # a stochastic solver: the distance between the two sample sets (sliced W2)
             out = sol.x.reshape(n_pilot, -1)
             if not bool(torch.isfinite(out).all()):
@@ -625,11 +641,24 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         stats["unshifted_error"] = best_errs[0]
         best_errs, out = _refine_shifts(loss, grid_of, params_of(best), sde, best, best_errs, simplex_evals, t_end, e)
         stats["pilot_error"] = best_errs[0]
+    if bar is not None:
+        bar.set_postfix(pilot_error=f"{best_errs[0]:.3g}", default_error=f"{default_err:.3g}")
+        bar.close()
     if cache:
         _TUNED[key] = (fn_ref, _copy(out), nfe_used, stats)
     if info is not None:
         info.update(stats, pilot_nfe=nfe_used, cached=False)
     return _copy(out)
+
+
+def _pilot_bar(progress: bool, solver: Any) -> Any:
+    """:func:`tune`'s progress bar (``None`` without ``progress``): the pilot's score evaluations, whose total
+    is not known in advance (the reference is adaptive, the searches stop early)."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(desc=f"tune {solver.name}", unit="NFE")
 
 
 def _copy(g: Union[Tensor, "TunedGrid"]) -> Union[Tensor, "TunedGrid"]:
@@ -757,7 +786,7 @@ def is_auto(schedule: Any) -> bool:
 
 
 def resolve_auto(score_fn: Callable, sde: SDE, solver: Any, steps: int, x: Tensor, *,
-                 eps: float | None, denoise: bool = True) -> tuple[Tensor, dict]:
+                 eps: float | None, denoise: bool = True, progress: bool = False) -> tuple[Tensor, dict]:
     """``schedule="auto"``: the grid :func:`tune` makes for this model, with its pilot statistics for
     ``Solution.stats``. The pilot runs in the dtype and on the device of the run's starting state ``x``
     (a float32 model needs float32); :func:`sdekit.solve` calls it after every other check.
@@ -767,7 +796,7 @@ def resolve_auto(score_fn: Callable, sde: SDE, solver: Any, steps: int, x: Tenso
     state at the grid's last time, and an explicit ``eps=`` says where the run ends."""
     info: dict = {}
     return tune(score_fn, sde, solver, steps=steps, shape=tuple(x.shape), eps=eps, dtype=x.dtype, device=x.device,
-                free_end=None if eps is None and denoise else False, info=info), info
+                free_end=None if eps is None and denoise else False, progress=progress, info=info), info
 
 
 # ------------------------------------------------------------------ decoupled evaluation times (tune(shift=True))

@@ -255,7 +255,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
     check_tolerances(solver, grid, x.dtype)
     auto_stats: dict = {}
     if auto:
-        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps, denoise=denoise)
+        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps, denoise=denoise,
+                                        progress=progress)
         check_grid(grid)
     if condition is not None:
         solver = Conditioned(solver, condition)  # the condition wraps the solver; finalize below

@@ -128,3 +128,20 @@ def test_auto_grid_pilot_runs_in_the_sampling_dtype():
     sol = sdekit.solve(score32, SDE, "dpmpp_3m", shape=(8, 6), nfe=5, schedule="auto",
                        generator=torch.Generator().manual_seed(0))
     assert sol.x.dtype == torch.float32 and sol.stats["pilot_nfe"] > 0
+
+
+def test_tune_progress_bar_counts_the_pilot_and_changes_nothing(capsys):
+    opts = {"shape": (1, 6), "pilot_batch": 32, "passes": 1, "refine_nfe": 200, "cache": False}
+    quiet, shown = {}, {}
+    g0 = tune(SCORE, SDE, "unipc", 5, info=quiet, **opts)
+    capsys.readouterr()
+    g1 = tune(SCORE, SDE, "unipc", 5, progress=True, info=shown, **opts)
+    err = capsys.readouterr().err.replace("\r", "\n")
+    assert torch.equal(g0, g1) and quiet["pilot_nfe"] == shown["pilot_nfe"]
+    last = [line for line in err.splitlines() if line.startswith("tune unipc")][-1]
+    assert f"{shown['pilot_nfe']}NFE" in last and "pilot_error=" in last  # every pilot evaluation is on the bar
+    x_T = SDE.prior_sample((4, 6), generator=torch.Generator().manual_seed(3))
+    sdekit.solve(SCORE, SDE, "unipc", x_T=x_T, nfe=5, schedule="auto", progress=True)
+    assert "tune unipc" in capsys.readouterr().err  # schedule="auto" with progress=True shows the pilot's bar
+    with pytest.raises(TypeError, match="progress must be a bool"):
+        tune(SCORE, SDE, "unipc", 5, progress="yes", **opts)
