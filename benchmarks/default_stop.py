@@ -1,0 +1,135 @@
+"""Should the default grids stop short of eps at low NFE? A study for the defaults, not a default (issue 12).
+
+``schedule="auto"`` with ``free_end`` stops its tuned grids short of ``eps`` (the denoising step then evaluates
+the model there), and on the learned digits model the fixed default grids fail at 5 NFE where diffusers'
+grids, which stop at ``t_{999/n}``, do not (``benchmarks/results/auto_digits.md``). This measures what
+stopping short does to each ODE solver's *default* grid: the grid of ``grids.default_schedule`` compressed
+in log-SNR towards ``T`` (its knots keeping their relative places) to stop a fraction ``f`` of the log-SNR
+range short of ``eps``, against the same grid ending at ``eps``; ODE-map error (500 samples, float32, against
+the float64 reference) and FD (against 20,000 exact samples), one draw of x_T per problem.
+
+Variants (``--variants``): ``f=0.1`` ... (a fixed fraction), or ``c=2`` (``f = min(0.4, c / steps)`` at 10
+steps or fewer, else 0). Output: ``benchmarks/results/default_stop[-TAG].{jsonl,md}``, the md with the
+geometric means over problems of the ratios to the grid ending at ``eps`` per solver, budget and variant::
+
+    PYTHONPATH=. python benchmarks/default_stop.py --split tuning --items 0::vp,1::ve,2::vp,3::ve,4::vp,5::ve \\
+        --solvers unipc,dpmpp_2m,dpmpp_3m --nfe 5,6,8,10,20 --variants f=0.1,f=0.2,f=0.3,f=0.4 --tag fractions
+    PYTHONPATH=. python benchmarks/default_stop.py --split tuning --items 0::vp,1::ve,2::vp,3::ve,4::vp,5::ve \\
+        --variants c=1,c=2 --tag rule
+    PYTHONPATH=. python benchmarks/default_stop.py --split heldout --items 0:2:vp,1:64:ve,2:256:vp \\
+        --variants c=1,c=2 --tag rule-heldout
+
+(``--items``: ``index:dim:sde``; an empty dim is the family's own, capped at 128.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+from collections import defaultdict
+
+import torch
+
+if __package__ in (None, ""):
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import sdekit  # noqa: E402
+from sdekit import grids  # noqa: E402
+from sdekit.metrics import frechet_distance, ode_map_error  # noqa: E402
+from sdekit.testing import mixture_family  # noqa: E402
+
+
+def fraction(variant: str, steps: int) -> float:
+    kind, _, value = variant.partition("=")
+    if kind == "f":
+        return float(value)
+    if kind == "c":
+        return min(0.4, float(value) / steps) if steps <= 10 else 0.0
+    raise ValueError(f"a variant is f=FRACTION or c=COEFFICIENT, got {variant!r}")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--split", choices=("tuning", "heldout"), default="tuning")
+    ap.add_argument("--items", default="0::vp,1::ve,2::vp,3::ve,4::vp,5::ve")
+    ap.add_argument("--solvers", default=None, help="default: every fixed-step ODE solver")
+    ap.add_argument("--nfe", default="5,6,8,10")
+    ap.add_argument("--variants", default="c=1,c=2")
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    solvers = args.solvers.split(",") if args.solvers else [
+        i.name for i in sdekit.solvers.available() if i.kind == "ode" and not i.adaptive and i.name != "torchdiffeq"]
+    variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    stem = os.path.join(args.out, "default_stop" + (f"-{args.tag}" if args.tag else ""))
+    rows = []
+    with open(stem + ".jsonl", "w") as out:
+        for item in args.items.split(","):
+            index, dim, sde_name = item.split(":")
+            mix = mixture_family(args.split, int(index), **({"dim": int(dim)} if dim else {}))
+            if mix.dim > 128 and not dim:
+                mix = mixture_family(args.split, int(index), dim=128)
+            sde = sdekit.VPSDE() if sde_name == "vp" else sdekit.VESDE()
+            score, std = mix.score_fn(sde, matmul=True), mix.data_std()
+            x_T = sde.prior_sample((args.samples, mix.dim), generator=torch.Generator().manual_seed(777 + int(index)),
+                                   dtype=torch.float32)
+            ref = mix.ode_reference(sde, x_T.double(), rtol=1e-8)
+            exact = mix.sample(20000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+            lam_ends = grids._log_snr_ends(sde, sde.T, sde.eps)
+            for solver in solvers:
+                s = sdekit.solvers.resolve(solver)
+                for nfe in (int(b) for b in args.nfe.split(",")):
+                    try:
+                        steps = sdekit.steps_for_nfe(s, nfe, denoise=True)
+                    except ValueError:
+                        continue
+                    g0 = grids.get_grid(grids.default_schedule(s, sde), sde, steps)
+                    row = {"problem": f"{args.split}{index}-{mix.dim}d-{sde_name}", "solver": solver, "nfe": nfe}
+                    for label in ["eps", *variants]:
+                        f = 0.0 if label == "eps" else fraction(label, steps)
+                        g = g0 if f == 0.0 else grids._stop_short(sde, g0, f, lam_ends, sde.T)
+                        x = sdekit.sample(score, sde, solver, x_T=x_T, schedule=g).double()
+                        ok = bool(torch.isfinite(x).all())
+                        row[label] = {"f": f, "ode": ode_map_error(x, ref, std) if ok else math.inf,
+                                      "fd": frechet_distance(x, exact) if ok else math.inf}
+                    rows.append(row)
+                    out.write(json.dumps(row) + "\n")
+                    out.flush()
+    ratios: dict = defaultdict(list)
+    for r in rows:
+        for v in variants:
+            ratios[(r["solver"], r["nfe"], v)].append((r[v]["ode"] / r["eps"]["ode"], r[v]["fd"] / r["eps"]["fd"]))
+
+    def gm(xs: list[float]) -> float:
+        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if all(math.isfinite(x) and x > 0 for x in xs) \
+            else math.inf
+
+    nfes = sorted({r["nfe"] for r in rows})
+    lines = [f"# Default grids stopping short of eps (**{args.split}** split)", "",
+             f"`python benchmarks/default_stop.py {' '.join(sys.argv[1:])}`. Cell: ODE-map error ratio / FD ratio to "
+             "the solver's default grid ending at eps, geometric mean over the problems "
+             f"({', '.join(sorted({r['problem'] for r in rows}))}; {args.samples} samples, one x_T draw each).", "",
+             "| solver | variant | " + " | ".join(f"{n} NFE" for n in nfes) + " | all |",
+             "|---|---|" + "---:|" * (len(nfes) + 1)]
+    for solver in solvers:
+        for v in variants:
+            cells, every = [], []
+            for n in nfes:
+                c = ratios.get((solver, n, v), [])
+                every += c
+                cells.append(f"{gm([a for a, _ in c]):.3g} / {gm([b for _, b in c]):.3g}" if c else "—")
+            if every:
+                lines.append(f"| {solver} | {v} | " + " | ".join(cells)
+                             + f" | {gm([a for a, _ in every]):.3g} / {gm([b for _, b in every]):.3g} |")
+    with open(stem + ".md", "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print(f"wrote {stem}.md", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
