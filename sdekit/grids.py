@@ -786,17 +786,18 @@ def is_auto(schedule: Any) -> bool:
 
 
 def resolve_auto(score_fn: Callable, sde: SDE, solver: Any, steps: int, x: Tensor, *,
-                 eps: float | None, denoise: bool = True, progress: bool = False) -> tuple[Tensor, dict]:
+                 eps: float | None, stop_short: bool = True, progress: bool = False) -> tuple[Tensor, dict]:
     """``schedule="auto"``: the grid :func:`tune` makes for this model, with its pilot statistics for
     ``Solution.stats``. The pilot runs in the dtype and on the device of the run's starting state ``x``
     (a float32 model needs float32); :func:`sdekit.solve` calls it after every other check.
 
-    The grid may stop short of ``eps`` (``tune``'s default ``free_end``: for ODE solvers) only where the run
-    ends with the denoising step and no ``eps=`` was given: a run without the denoising step returns the
-    state at the grid's last time, and an explicit ``eps=`` says where the run ends."""
+    The grid may stop short of ``eps`` (``tune``'s default ``free_end``: for ODE solvers) only with
+    ``stop_short`` and no ``eps=``; :func:`sdekit.solve` passes ``stop_short`` for a run that ends with its
+    denoising step and saves no states: a run without the denoising step returns the state at the grid's
+    last time, ``save_at=`` times may name ``eps``, and an explicit ``eps=`` says where the run ends."""
     info: dict = {}
     return tune(score_fn, sde, solver, steps=steps, shape=tuple(x.shape), eps=eps, dtype=x.dtype, device=x.device,
-                free_end=None if eps is None and denoise else False, progress=progress, info=info), info
+                free_end=None if eps is None and stop_short else False, progress=progress, info=info), info
 
 
 # ------------------------------------------------------------------ decoupled evaluation times (tune(shift=True))

@@ -255,8 +255,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
     check_tolerances(solver, grid, x.dtype)
     auto_stats: dict = {}
     if auto:
-        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps, denoise=denoise,
-                                        progress=progress)
+        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps,
+                                        stop_short=denoise and save_at is None, progress=progress)
         check_grid(grid)
     if condition is not None:
         solver = Conditioned(solver, condition)  # the condition wraps the solver; finalize below
@@ -304,8 +304,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
             or a tensor of times (default: the solver's ``default_schedule``, see
             :func:`sdekit.grids.default_schedule`); ``"auto"`` tunes one
             to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``; for an ODE
-            solver, with the denoising step and no ``eps=``, the tuned grid may stop short of ``eps`` and
-            denoise there: ``tune``'s ``free_end``); a :class:`~sdekit.grids.TunedGrid`
+            solver, with the denoising step, no ``save_at=`` and no ``eps=``, the tuned grid may stop short of
+            ``eps`` and denoise there: ``tune``'s ``free_end``); a :class:`~sdekit.grids.TunedGrid`
             (``tune(..., shift=True)``) also moves the model's evaluation times.
         eps: the last time of the grid (default ``sde.eps``).
         generator: ``torch.Generator`` for the prior and all noise; the same seed gives the same samples.

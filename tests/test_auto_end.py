@@ -108,13 +108,15 @@ def test_free_end_must_be_a_bool_and_is_checked_before_any_score_call():
 
 
 def test_schedule_auto_stops_short_only_with_the_denoising_step_and_no_eps():
-    """schedule="auto" tunes a free end by default; an explicit eps= (where the run must end) or denoise=False
-    (the run returns the state at the grid's last time) tune a grid that ends at eps."""
+    """schedule="auto" tunes a free end by default; an explicit eps= (where the run must end), denoise=False
+    (the run returns the state at the grid's last time) or save_at= (its times may name eps) tune a grid that
+    ends at eps."""
     sde = sdekit.VPSDE()
     score = MIX.score_fn(sde, matmul=True)
     x_T = sde.prior_sample((16, MIX.dim), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     ends = {}
-    for label, kw in (("default", {}), ("eps", {"eps": 2e-3}), ("raw", {"denoise": False})):
+    for label, kw in (("default", {}), ("eps", {"eps": 2e-3}), ("raw", {"denoise": False}),
+                      ("saved", {"save_at": [sde.T, sde.eps]})):
         grids = []
 
         def capture(s, grids=grids):
@@ -124,6 +126,7 @@ def test_schedule_auto_stops_short_only_with_the_denoising_step_and_no_eps():
         ends[label] = grids[-1]
     assert ends["default"] > sde.eps  # measured: the tuned grid stops at t=0.03 on this mixture
     assert ends["eps"] == pytest.approx(2e-3, rel=1e-12) and ends["raw"] == pytest.approx(sde.eps, rel=1e-12)
+    assert ends["saved"] == pytest.approx(sde.eps, rel=1e-12)  # (before: refused after the pilot, eps off the grid)
 
 
 def test_the_default_free_end_is_for_ode_solvers_only():
