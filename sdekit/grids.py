@@ -549,13 +549,11 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     path = _pilot_path(solver, sde, x_pilot, seed, e)
     if path is None:
         tol = max(rtol, 10 * torch.finfo(x_pilot.dtype).eps)
-        seen = [0]
 
         def on_step(s: Any) -> None:  # the reference's accepted steps, and its evaluations on the bar
             times.append(s.t)
             if bar is not None:
-                bar.update(s.nfe - seen[0])
-                seen[0] = s.nfe
+                bar.update(s.nfe - bar.n)  # (only the reference has counted on the bar so far)
 
         ref_sol = solve(score_fn, sde, "ode_adaptive", x_T=x_pilot, rtol=tol, atol=tol, eps=e, callback=on_step)
     else:  # the same solver on a fine grid, on the same Brownian path: the strong (pathwise) reference
