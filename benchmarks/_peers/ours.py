@@ -130,13 +130,13 @@ def auto_configs(solvers: list[str], *, shift: bool = False, pilot_batch: int = 
         info = known.get(name)
         if info is None or name in BRIDGES:
             raise ValueError(f"auto solvers must be registered sdekit solvers, got {name!r}")
+        solver = sdekit.solvers.resolve(name)
         try:
-            sdekit.grids.check_tunable(sdekit.solvers.resolve(name))
+            sdekit.grids.check_tunable(solver)
         except ValueError as err:
             raise ValueError(f"schedule='auto': {err}") from None
         if shift and name not in sdekit.grids.SHIFTABLE:
             raise ValueError(f"--auto-shift needs solvers of sdekit.grids.SHIFTABLE, got {name!r}")
-        solver = sdekit.solvers.resolve(name)
         end = sdekit.grids.default_free_end(solver) if free_end is None else free_end  # tune's default
         out.append(Config(name, schedule=auto_schedule(shift=shift, pilot_batch=pilot_batch, free_end=end),
                           label=auto_label(shift, end, pilot_batch)))
