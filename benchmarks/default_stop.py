@@ -66,6 +66,8 @@ def main() -> None:
     solvers = args.solvers.split(",") if args.solvers else [
         i.name for i in sdekit.solvers.available() if i.kind == "ode" and not i.adaptive and i.name != "torchdiffeq"]
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    for v in variants:
+        fraction(v, 1)  # a malformed variant is refused before any work
     stem = os.path.join(args.out, "default_stop" + (f"-{args.tag}" if args.tag else ""))
     rows = []
     with open(stem + ".jsonl", "w") as out:
