@@ -1,4 +1,4 @@
-"""Should the default grids stop short of eps at low NFE? A study for the defaults, not a default (issue 12).
+"""Should the default grids stop short of eps at low NFE? The study that chose ``grids.default_stop`` (issue 12).
 
 ``schedule="auto"`` with ``free_end`` stops its tuned grids short of ``eps`` (the denoising step then evaluates
 the model there), and on the learned digits model the fixed default grids fail at 5 NFE where diffusers'
@@ -8,8 +8,11 @@ in log-SNR towards ``T`` (its knots keeping their relative places) to stop a fra
 range short of ``eps``, against the same grid ending at ``eps``; ODE-map error (500 samples, float32, against
 the float64 reference) and FD (against 20,000 exact samples), one draw of x_T per problem.
 
-Variants (``--variants``): ``f=0.1`` ... (a fixed fraction), or ``c=2`` (``f = min(0.4, c / steps)`` at 10
-steps or fewer, else 0). Output: ``benchmarks/results/default_stop[-TAG].{jsonl,md}``, the md with the
+Variants (``--variants``): ``f=0.1`` ... (a fixed fraction), ``c=2`` (``f = min(0.4, c / steps)`` at 10
+steps or fewer, else 0), or ``t=0.3:20`` (a taper: ``f = F0 * clip((N1 - n) / (N1 - 4), 0, 1)`` where ``n`` is
+the grid's score evaluations without the denoising step: ``F0`` at 4 of them, 0 from ``N1`` on), or ``default``
+(the library's rule, :func:`sdekit.grids.default_stop`, which was chosen from the ``taper`` run below).
+Output: ``benchmarks/results/default_stop[-TAG].{jsonl,md}``, the md with the
 geometric means over problems of the ratios to the grid ending at ``eps`` per solver, budget and variant::
 
     PYTHONPATH=. python benchmarks/default_stop.py --split tuning --items 0::vp,1::ve,2::vp,3::ve,4::vp,5::ve \\
@@ -18,6 +21,10 @@ geometric means over problems of the ratios to the grid ending at ``eps`` per so
         --variants c=1,c=2 --tag rule
     PYTHONPATH=. python benchmarks/default_stop.py --split heldout --items 0:2:vp,1:64:ve,2:256:vp \\
         --variants c=1,c=2 --tag rule-heldout
+    PYTHONPATH=. python benchmarks/default_stop.py --split tuning --nfe 5,6,8,10,15,20,30 \
+        --variants t=0.2:20,t=0.3:20,t=0.4:20,t=0.2:30,t=0.3:30,t=0.4:30 --tag taper
+    PYTHONPATH=. python benchmarks/default_stop.py --split heldout --items 0:2:vp,1:64:ve,2:256:vp \
+        --nfe 5,6,8,10,15,20 --variants default --tag default-heldout
 
 (``--items``: ``index:dim:sde``; an empty dim is the family's own, capped at 128.)
 """
@@ -42,13 +49,23 @@ from sdekit.metrics import frechet_distance, ode_map_error  # noqa: E402
 from sdekit.testing import mixture_family  # noqa: E402
 
 
-def fraction(variant: str, steps: int) -> float:
+def fraction(variant: str, steps: int, nfe: int = 4, solver=None, sde=None) -> float:
+    """The fraction of the log-SNR range that ``variant`` stops short at ``steps`` steps costing ``nfe`` score
+    evaluations (denoising not included); ``default``: the library's rule for ``solver`` on ``sde``."""
+    if variant == "default":
+        return grids.default_stop(solver, sde, steps) if solver is not None else 0.0
     kind, _, value = variant.partition("=")
     if kind == "f":
         return float(value)
     if kind == "c":
         return min(0.4, float(value) / steps) if steps <= 10 else 0.0
-    raise ValueError(f"a variant is f=FRACTION or c=COEFFICIENT, got {variant!r}")
+    if kind == "t":
+        f0, _, n1 = value.partition(":")
+        f0, n1 = float(f0), float(n1)
+        if not n1 > 4:
+            raise ValueError(f"a taper t=F0:N1 needs N1 > 4, got {variant!r}")
+        return f0 * min(1.0, max(0.0, (n1 - nfe) / (n1 - 4)))
+    raise ValueError(f"a variant is default, f=FRACTION, c=COEFFICIENT or t=F0:N1, got {variant!r}")
 
 
 def main() -> None:
@@ -58,6 +75,7 @@ def main() -> None:
     ap.add_argument("--solvers", default=None, help="default: every fixed-step ODE solver")
     ap.add_argument("--nfe", default="5,6,8,10")
     ap.add_argument("--variants", default="c=1,c=2")
+    ap.add_argument("--schedule", default=None, help="the grid to stop short (default: each solver's default_schedule)")
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -90,10 +108,10 @@ def main() -> None:
                         steps = sdekit.steps_for_nfe(s, nfe, denoise=True)
                     except ValueError:
                         continue
-                    g0 = grids.get_grid(grids.default_schedule(s, sde), sde, steps)
+                    g0 = grids.get_grid(args.schedule or grids.default_schedule(s, sde), sde, steps)
                     row = {"problem": f"{args.split}{index}-{mix.dim}d-{sde_name}", "solver": solver, "nfe": nfe}
                     for label in ["eps", *variants]:
-                        f = 0.0 if label == "eps" else fraction(label, steps)
+                        f = 0.0 if label == "eps" else fraction(label, steps, s.nfe_for(steps), s, sde)
                         g = g0 if f == 0.0 else grids._stop_short(sde, g0, f, lam_ends, sde.T)
                         x = sdekit.sample(score, sde, solver, x_T=x_T, schedule=g).double()
                         ok = bool(torch.isfinite(x).all())

@@ -18,7 +18,8 @@ from torch import Tensor
 from ._utils import check_int, check_real
 from .sde import SDE
 
-__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "default_schedule", "check_run_grid",
+__all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "default_schedule", "default_grid",
+           "default_stop", "check_run_grid",
            "check_grid_memory", "check_save_memory", "tune", "check_tunable", "is_auto", "resolve_auto", "SCHEDULES",
            "Schedule", "TunedGrid", "SHIFTABLE", "shifted_score", "apply_tuned"]
 
@@ -115,6 +116,44 @@ def default_schedule(solver: Any, sde: SDE) -> str:
     :class:`~sdekit.sde.FlowSDE` runs the karras-default solvers on ``logsnr``)."""
     name = solver.default_schedule
     return getattr(sde, "schedule_defaults", {}).get(name, name)
+
+
+#: the default grids of solvers with a ``default_stop`` stop short of ``eps`` only below this budget: score
+#: evaluations of the grid's steps, the denoising step not counted (:func:`default_stop`)
+DEFAULT_STOP_UNTIL = 20
+
+
+def default_stop(solver: Any, sde: SDE, steps: int) -> float:
+    """The fraction of the log-SNR range by which ``solver``'s default grid of ``steps`` steps on ``sde`` stops
+    short of ``eps`` (the run's denoising step then evaluates the model there).
+
+    ``solver.default_stop * clip((DEFAULT_STOP_UNTIL - n) / (DEFAULT_STOP_UNTIL - 4), 0, 1)``, where ``n`` is the
+    score evaluations of the steps (``solver.nfe_for(steps)``): the solver's whole ``default_stop`` at 4 of them or
+    fewer, tapering linearly to 0 (the grid ending at ``eps``) at ``DEFAULT_STOP_UNTIL``, so that more steps never
+    jump back and every solver converges to the ODE's solution at ``eps``. ``default_stop`` was chosen per
+    solver on the tuning split (``benchmarks/default_stop.py``); processes with ``sde.default_stops_short =
+    False`` (:class:`~sdekit.sde.FlowSDE`: the rule was chosen on VP and VE problems) always end at ``eps``.
+    """
+    f0 = float(getattr(solver, "default_stop", 0.0))
+    if f0 == 0.0 or solver.stochastic or not getattr(sde, "default_stops_short", True):
+        return 0.0
+    n = solver.nfe_for(check_int("steps", steps, minimum=1))
+    return f0 * min(1.0, max(0.0, (DEFAULT_STOP_UNTIL - n) / (DEFAULT_STOP_UNTIL - 4)))
+
+
+def default_grid(solver: Any, sde: SDE, steps: int, *, eps: float | None = None, stop_short: bool = True) -> Tensor:
+    """The grid a run of ``solver`` on ``sde`` uses when no ``schedule=`` is given: :func:`default_schedule`'s
+    grid, which stops short of ``eps`` by :func:`default_stop` when ``stop_short`` and no ``eps=`` is given.
+
+    :func:`sdekit.solve` passes ``stop_short`` only for a run that ends with the denoising step and saves no
+    states (``denoise=True``, no ``save_at=``): an explicit ``eps=`` says where the run ends, ``save_at=`` times
+    may name ``eps``, and without the denoising step the run would return the noisy state at the grid's end.
+    """
+    grid = get_grid(default_schedule(solver, sde), sde, steps, eps=eps)
+    frac = default_stop(solver, sde, steps) if stop_short and eps is None else 0.0
+    if frac > 0.0:
+        grid = _stop_short(sde, grid, frac, _log_snr_ends(sde, sde.T, sde.eps), sde.T)
+    return grid
 
 
 def get_grid(schedule: Schedule, sde: SDE, steps: int, *, eps: float | None = None,
@@ -476,8 +515,9 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         progress: show a tqdm bar of the pilot's score evaluations (with the best pilot error so far); the
             pilot of ``schedule="auto"`` shows it when the run asks for ``progress=True``.
         info: a dict that receives ``pilot_nfe`` (score evaluations this call spent: 0 when cached),
-            ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned and on the
-            solver's default grid: RMS distance, or sliced W2 for a stochastic solver) and ``cached``; with
+            ``pilot_error`` / ``default_error`` (the pilot's end-point error on the tuned grid and on the
+            grid a run with no ``schedule=`` uses, :func:`default_grid`, which ``tune`` never does worse than:
+            RMS distance, or sliced W2 for a stochastic solver) and ``cached``; with
             ``shift=True`` also ``unshifted_error`` (the pilot error before step 5).
 
     Returns:
@@ -561,7 +601,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     ref, nfe_used = ref_sol.x, ref_sol.nfe
     if bar is not None:
         bar.update(nfe_used - bar.n)  # what the reference's steps did not report (its denoising step)
-    default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)
+    default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)  # the default grid ending at eps
     n_pilot = ref.shape[0]
     half = max(1, n_pilot // 2)
     halves = (slice(0, n_pilot), slice(0, half), slice(half, n_pilot))  # the whole pilot and its two halves
@@ -594,6 +634,12 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
         starts.insert(0, _density_grid(sde, torch.tensor([t_end] + times), steps, solver.order, t_end, e))
     scored = [(loss(g), g) for g in starts]
     default_err = scored[-3][0][0]
+    # a run's default grid (it may stop short of eps at low NFE: default_stop) is the floor of what tune returns:
+    # it is scored apart, not as a start, since the search from it stays near its end (measured: the VE/VP pilots
+    # of tests/test_auto_end.py reached 0.155 / 0.219 from it, 0.063 / 0.064 from the starts ending at eps)
+    run_default = default_grid(solver, sde, steps, eps=eps, stop_short=free_end)
+    run_default_errs = scored[-3][0] if torch.equal(run_default, default) else loss(run_default)
+    default_err = run_default_errs[0]
     best_errs, best = min(scored, key=lambda p: p[0][0])
     lam_ends = _log_snr_ends(sde, t_end, e)  # finite: from -|lambda(eps)| where lambda(T) = -inf (FlowSDE)
     free = False  # whether the grid's end is a parameter (free_end=True and stopping short of eps won)
@@ -633,6 +679,9 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     simplex_evals = refine_nfe // (solver.nfe_for(steps) + 1)  # pilot runs per Nelder-Mead stage
     if u.numel() >= 2 and refine_nfe > 0:
         best_errs, best = _refine(loss, grid_of, u, best_errs, best, simplex_evals)
+    if run_default_errs[0] < best_errs[0]:  # the search did not beat the run's default grid on the pilot
+        best_errs, best = run_default_errs, run_default
+        free = float(run_default[-1]) > e * (1 + 1e-9)  # (the shift stage's parameters, with its end)
     stats = {"pilot_error": best_errs[0], "default_error": default_err}
     out: Union[Tensor, TunedGrid] = best.clone()
     if shift:

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from ._utils import check_int, check_not_meta, check_real
-from .grids import Schedule, default_schedule, get_grid
+from .grids import Schedule, default_grid, get_grid
 from .integrate import integrate
 from .noise import GaussianNoise
 from .process import ReverseProcess, ScoreFn
@@ -238,7 +238,9 @@ def _grid(sde: SDE, solver: Solver, steps: int | None, schedule: Schedule | None
         if eps >= sde.T:
             raise ValueError(f"eps must be < sde.T={sde.T}, got eps={eps}")
     steps = check_int("steps", solver.default_steps if steps is None else steps, minimum=1)
-    return get_grid(default_schedule(solver, sde) if schedule is None else schedule, sde, steps, eps=eps)
+    # (the default grid ends at eps: the likelihood integrates the whole ODE, with no denoising step)
+    return default_grid(solver, sde, steps, eps=eps, stop_short=False) if schedule is None \
+        else get_grid(schedule, sde, steps, eps=eps)
 
 
 def _integrate_ode(process: Any, solver: Solver, grid: Tensor, x: Tensor, progress: bool):

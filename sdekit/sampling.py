@@ -17,7 +17,7 @@ from .grids import (
     check_run_grid,
     check_save_memory,
     check_tunable,
-    default_schedule,
+    default_grid,
     get_grid,
     is_auto,
     resolve_auto,
@@ -229,7 +229,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
         check_tunable(solver)
     # schedule="auto": every check runs on the solver's default grid (same steps and ends), and the pilot
     # that tunes the grid only after all of them, so a refused run spends no score evaluation
-    grid = get_grid(default_schedule(solver, sde) if schedule is None or auto else schedule, sde, steps, eps=eps)
+    grid = default_grid(solver, sde, steps, eps=eps, stop_short=schedule is None and denoise and save_at is None) \
+        if schedule is None or auto else get_grid(schedule, sde, steps, eps=eps)
     state_dtype = x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype()
 
     def check_grid(g: Tensor) -> None:
@@ -302,7 +303,9 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
             (the denoising step included). Give ``steps`` or ``nfe``, not both.
         schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
             or a tensor of times (default: the solver's ``default_schedule``, see
-            :func:`sdekit.grids.default_schedule`); ``"auto"`` tunes one
+            :func:`sdekit.grids.default_grid`: with the denoising step, no ``save_at=`` and no ``eps=``,
+            below 20 score evaluations most ODE solvers' default grids stop short of ``eps``,
+            :func:`sdekit.grids.default_stop`); ``"auto"`` tunes one
             to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``; for an ODE
             solver, with the denoising step, no ``save_at=`` and no ``eps=``, the tuned grid may stop short of
             ``eps`` and denoise there: ``tune``'s ``free_end``); a :class:`~sdekit.grids.TunedGrid`
@@ -313,7 +316,8 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
             noise come from its own generator.
         device, dtype: where and in what precision to sample when ``x_T`` is not given
             (they must agree with ``x_T`` when it is).
-        denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at ``eps`` (1 NFE).
+        denoise: finish with Tweedie's denoising step ``(x + sigma^2 s)/alpha`` at the grid's last time
+            (``eps``, or where a default or tuned grid stops short of it; 1 NFE).
         progress: show a tqdm progress bar.
         callback: called after each step with a :class:`~sdekit.integrate.StepInfo`.
         seed: per-sample seeding (instead of ``generator``): sample ``i``'s prior and noise depend

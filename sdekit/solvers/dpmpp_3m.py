@@ -26,6 +26,7 @@ class DPMPP3M(ExponentialMultistep):
     """DPM-Solver++(3M): multistep data-prediction exponential integrator, PF-ODE (order 3, 1 NFE/step)."""
 
     name = "dpmpp_3m"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 3.0
     stochastic = False

@@ -37,6 +37,7 @@ class DPMPPSinglestep(Solver):
     """Singlestep DPM-Solver++, stages at the next grid points (order ``order``, default 2; 1 NFE/step)."""
 
     name = "dpmpp_singlestep"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 2.0
     stochastic = False

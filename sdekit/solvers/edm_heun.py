@@ -29,6 +29,7 @@ class EDMHeun(Solver):
     """EDM (Karras et al. 2022): Heun on the Karras grid with optional churn (order 2, 2 NFE/step)."""
 
     name = "edm_heun"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 2.0
     stochastic = False

@@ -67,6 +67,7 @@ class LMS(Solver):
     """Linear multistep (variable-step Adams–Bashforth) on the PF-ODE (order ``order``, 1 NFE/step)."""
 
     name = "lms"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 4.0
     stochastic = False

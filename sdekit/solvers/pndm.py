@@ -37,6 +37,7 @@ class PNDM(Solver):
     """PNDM: 3 pseudo Runge–Kutta warm-up steps (4 NFE each), then PLMS on the DDIM transfer (1 NFE/step)."""
 
     name = "pndm"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 2.0
     stochastic = False

@@ -153,6 +153,7 @@ class ODEHeun(ExplicitRK):
     """Heun's method on the probability-flow ODE (order 2, 2 NFE/step)."""
 
     name = "ode_heun"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     order = weak_order = 2.0
     nfe_per_step = 2
     tableau = HEUN
@@ -163,6 +164,7 @@ class ODERK4(ExplicitRK):
     """Classical Runge–Kutta on the probability-flow ODE (order 4, 4 NFE/step)."""
 
     name = "ode_rk4"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     order = weak_order = 4.0
     nfe_per_step = 4
     tableau = RK4

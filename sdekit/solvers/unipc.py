@@ -42,6 +42,7 @@ class UniPC(HistoryMultistep):
     """UniPC predictor–corrector (bh1/bh2), data prediction in log-SNR time (order p+1, 1 NFE/step)."""
 
     name = "unipc"
+    default_stop = 0.3  # tuning split: benchmarks/default_stop.py (results/default_stop-taper.md)
     kind = "ode"
     order = weak_order = 3.0
     stochastic = False
