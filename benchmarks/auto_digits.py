@@ -4,7 +4,8 @@ The tuner's settings (``free_end``, ``shift``) were chosen on exact mixture scor
 model they never saw: the MLP score network of ``examples/digits.py`` trained on scikit-learn's
 ``load_digits`` (8x8 images in [-1, 1], VP SDE), in float32. For each solver and budget:
 
-- ``default``: the solver's default grid;
+- ``default (eps)``: the solver's default grid ending at eps (``grids.default_grid(..., stop_short=False)``);
+- ``default``: the grid of a run with no ``schedule=`` (at low NFE it may stop short: ``grids.default_stop``);
 - ``auto (eps)``: ``tune(free_end=False)``, the grid ending at eps (the tuner before ``free_end``);
 - ``auto``: ``tune()``'s defaults (ODE solvers: the grid may stop short of eps);
 - ``auto+shift``: ``tune(shift=True)``.
@@ -83,12 +84,17 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--train-steps", type=int, default=4000)
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="the tuned grids to run (default: all; '' none)")
     ap.add_argument("--peers", action="store_true", help="also run diffusers' UniPC and DPM-Solver++ defaults")
     ap.add_argument("--workdir", default=os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                                                      "runs", "digits"))
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                   "auto_digits"))
     args = ap.parse_args()
+    names = [x.strip() for x in args.variants.split(",") if x.strip()]
+    if any(v not in VARIANTS for v in names):
+        ap.error(f"--variants: each of {sorted(VARIANTS)}, got {names}")
+    variants = {v: VARIANTS[v] for v in names}
     torch.set_num_threads(1)
     score, sde, x_tr, x_ho, features, _ = setup(args.workdir, steps=args.train_steps, progress=False)
     fid = make_fid(features)
@@ -122,9 +128,10 @@ def main() -> None:
         for nfe in (int(b) for b in args.nfe.split(",")):
             row: dict = {"solver": solver, "nfe": nfe}
             steps = sdekit.steps_for_nfe(sdekit.solvers.resolve(solver), nfe, denoise=True)
-            schedules: dict = {"default": (grids.get_grid(grids.default_schedule(sdekit.solvers.resolve(solver), sde),
-                                                          sde, steps), None)}
-            for label, opts in VARIANTS.items():
+            resolved = sdekit.solvers.resolve(solver)
+            schedules: dict = {"default (eps)": (grids.default_grid(resolved, sde, steps, stop_short=False), None),
+                               "default": (grids.default_grid(resolved, sde, steps), None)}
+            for label, opts in variants.items():
                 info: dict = {}
                 with torch.no_grad():
                     g = grids.tune(score, sde, solver, steps=steps, shape=shape, dtype=torch.float32, cache=False,
@@ -144,7 +151,7 @@ def main() -> None:
     with open(args.out + ".json", "w") as f:
         json.dump({"argv": sys.argv[1:], "floor_fid": floor, "reference_fid": ref_fid, "rows": rows, "peers": peers},
                   f, indent=1)
-    labels = ["default", *VARIANTS]
+    labels = ["default (eps)", "default", *variants]
     lines = ["# schedule=\"auto\" on the learned digits model (not a mixture: no setting was chosen on it)", "",
              f"`python benchmarks/auto_digits.py {' '.join(sys.argv[1:])}`. Cell: ODE-map error ± s.e. / FID ± s.e. "
              f"over {args.seeds} seeds x {args.samples} fresh samples (pilot NFE; t of the grid's last time). "
