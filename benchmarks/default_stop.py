@@ -45,7 +45,7 @@ if __package__ in (None, ""):
 
 import sdekit  # noqa: E402
 from sdekit import grids  # noqa: E402
-from sdekit.metrics import frechet_distance, ode_map_error  # noqa: E402
+from sdekit.metrics import frechet_distance, ode_map_error, sliced_wasserstein  # noqa: E402
 from sdekit.testing import mixture_family  # noqa: E402
 
 
@@ -72,11 +72,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=("tuning", "heldout"), default="tuning")
     ap.add_argument("--items", default="0::vp,1::ve,2::vp,3::ve,4::vp,5::ve")
-    ap.add_argument("--solvers", default=None, help="default: every fixed-step ODE solver")
+    ap.add_argument("--solvers", default=None, help="default: every fixed-step ODE solver (or name SDE ones)")
     ap.add_argument("--nfe", default="5,6,8,10")
     ap.add_argument("--variants", default="c=1,c=2")
     ap.add_argument("--schedule", default=None, help="the grid to stop short (default: each solver's default_schedule)")
     ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--seeds", type=int, default=3, help="noise draws per stochastic solver's run (FD, SW2 averaged)")
     ap.add_argument("--tag", default="")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = ap.parse_args()
@@ -113,6 +114,18 @@ def main() -> None:
                     for label in ["eps", *variants]:
                         f = 0.0 if label == "eps" else fraction(label, steps, s.nfe_for(steps), s, sde)
                         g = g0 if f == 0.0 else grids._stop_short(sde, g0, f, lam_ends, sde.T)
+                        if s.stochastic:  # FD and sliced W2, averaged over --seeds noise draws
+                            fds, sw2s = [], []
+                            for k in range(args.seeds):
+                                x = sdekit.sample(score, sde, solver, x_T=x_T, schedule=g,
+                                                  generator=torch.Generator().manual_seed(k)).double()
+                                ok = bool(torch.isfinite(x).all())
+                                fds.append(frechet_distance(x, exact) if ok else math.inf)
+                                sw2s.append(sliced_wasserstein(x, exact[: x.shape[0]],
+                                                               generator=torch.Generator().manual_seed(11))
+                                            if ok else math.inf)
+                            row[label] = {"f": f, "sw2": sum(sw2s) / len(sw2s), "fd": sum(fds) / len(fds)}
+                            continue
                         x = sdekit.sample(score, sde, solver, x_T=x_T, schedule=g).double()
                         ok = bool(torch.isfinite(x).all())
                         row[label] = {"f": f, "ode": ode_map_error(x, ref, std) if ok else math.inf,
@@ -123,7 +136,8 @@ def main() -> None:
     ratios: dict = defaultdict(list)
     for r in rows:
         for v in variants:
-            ratios[(r["solver"], r["nfe"], v)].append((r[v]["ode"] / r["eps"]["ode"], r[v]["fd"] / r["eps"]["fd"]))
+            first = "ode" if "ode" in r["eps"] else "sw2"  # a stochastic solver's first metric is sliced W2
+            ratios[(r["solver"], r["nfe"], v)].append((r[v][first] / r["eps"][first], r[v]["fd"] / r["eps"]["fd"]))
 
     def gm(xs: list[float]) -> float:
         return math.exp(sum(math.log(x) for x in xs) / len(xs)) if all(math.isfinite(x) and x > 0 for x in xs) \
@@ -132,7 +146,8 @@ def main() -> None:
     nfes = sorted({r["nfe"] for r in rows})
     lines = [f"# Default grids stopping short of eps (**{args.split}** split)", "",
              f"`python benchmarks/default_stop.py {' '.join(sys.argv[1:])}`. Cell: ODE-map error ratio / FD ratio to "
-             "the solver's default grid ending at eps, geometric mean over the problems "
+             "the solver's default grid ending at eps (a stochastic solver: sliced W2 ratio / FD ratio, each the "
+             f"mean over {args.seeds} noise draws), geometric mean over the problems "
              f"({', '.join(sorted({r['problem'] for r in rows}))}; {args.samples} samples, one x_T draw each).", "",
              "| solver | variant | " + " | ".join(f"{n} NFE" for n in nfes) + " | all |",
              "|---|---|" + "---:|" * (len(nfes) + 1)]

@@ -21,6 +21,7 @@ class Ancestral(Solver):
     """Ancestral sampling from the Gaussian posterior (DDPM for VP, SMLD for VE)."""
 
     name = "ancestral"
+    default_stop = 0.3  # tuning split: benchmarks/default_stop.py (results/default_stop-taper-sde*.md)
     order = 1.0
     weak_order = 1.0
     needs_sde = True

@@ -110,7 +110,8 @@ class Solver:
     #: default time grid.
     default_schedule: ClassVar[str] = "uniform"
     #: the fraction of the log-SNR range by which the default grid stops short of ``eps`` at 4 score evaluations
-    #: or fewer, tapering to 0 at ``sdekit.grids.DEFAULT_STOP_UNTIL`` (:func:`sdekit.grids.default_stop`).
+    #: or fewer, tapering to 0 at ``sdekit.grids.DEFAULT_STOP_UNTIL`` (:func:`sdekit.grids.default_stop`); it
+    #: was measured with the default options, and applies only to an instance as stochastic as that.
     default_stop: ClassVar[float] = 0.0
 
     def init(self, process: Process, x: Tensor, t0: Tensor) -> dict:

@@ -35,6 +35,7 @@ class DPMPP2MSDE(ExponentialMultistep):
     """DPM-Solver++(2M) SDE: multistep exponential integrator of the reverse SDE (1 NFE/step)."""
 
     name = "dpmpp_2m_sde"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper-sde*.md)
     kind = "sde"
     order = 1.0
     weak_order = 2.0

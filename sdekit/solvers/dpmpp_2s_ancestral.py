@@ -22,6 +22,7 @@ class DPMPP2SAncestral(AncestralMidpoint):
     """Ancestral DPM-Solver++(2S), midpoint form (k-diffusion's ``sample_dpmpp_2s_ancestral``; 2 NFE/step)."""
 
     name = "dpmpp_2s_ancestral"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper-sde*.md)
     kind = "sde"
     order = weak_order = 1.0
     stochastic = True

@@ -45,6 +45,7 @@ class DPMPPSDE(AncestralMidpoint):
     """DPM-Solver++ SDE, k-diffusion's ``sample_dpmpp_sde`` (stage at ``lambda_0 + r h``; 2 NFE/step)."""
 
     name = "dpmpp_sde"
+    default_stop = 0.3  # tuning split: benchmarks/default_stop.py (results/default_stop-taper-sde*.md)
     kind = "sde"
     order = weak_order = 1.0
     stochastic = True

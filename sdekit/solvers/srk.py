@@ -58,6 +58,7 @@ class SRK(Solver):
     """Rößler's SRA stochastic Runge–Kutta (sra1 / sra3): strong order 1.5 for additive noise."""
 
     name = "srk"
+    default_stop = 0.4  # tuning split: benchmarks/default_stop.py (results/default_stop-taper-sde*.md)
     order = 1.5
     weak_order = 2.0
     nfe_per_step = 2
