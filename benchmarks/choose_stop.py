@@ -13,7 +13,8 @@ verdict is the admissible candidate with the lowest geometric mean of all its ra
 
     PYTHONPATH=. python benchmarks/choose_stop.py default=benchmarks/results/default_stop-taper.jsonl \\
         logsnr=benchmarks/results/default_stop-taper-logsnr.jsonl \\
-        karras=benchmarks/results/default_stop-taper-karras.jsonl --variants ':20$' --out benchmarks/results/choose_stop.md
+        karras=benchmarks/results/default_stop-taper-karras.jsonl --variants ':20$' \\
+        --out benchmarks/results/choose_stop.md
 
 (the ``logsnr`` / ``karras`` runs: ``default_stop.py --split tuning --schedule GRID --solvers <every fixed-step ODE
 solver> --nfe 5,6,8,10,15,20,30 --variants t=0.2:20,t=0.3:20,t=0.4:20 --tag taper-GRID``)
