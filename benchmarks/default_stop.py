@@ -32,6 +32,7 @@ geometric means over problems of the ratios to the grid ending at ``eps`` per so
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import math
 import os
@@ -68,11 +69,27 @@ def fraction(variant: str, steps: int, nfe: int = 4, solver=None, sde=None) -> f
     raise ValueError(f"a variant is default, f=FRACTION, c=COEFFICIENT or t=F0:N1, got {variant!r}")
 
 
+def _resolve(spec: str):
+    """A solver from ``name`` or ``name:option=value[;option=value...]`` (e.g. ``unipc:predictor_order=3``)."""
+    name, _, opts = spec.partition(":")
+    options = {}
+    for item in filter(None, opts.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"a solver option is option=value, got {item!r} in {spec!r}")
+        try:
+            options[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key] = value
+    return sdekit.solvers.resolve(name, **options)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--split", choices=("tuning", "heldout"), default="tuning")
     ap.add_argument("--items", default="0::vp,1::ve,2::vp,3::ve,4::vp,5::ve")
-    ap.add_argument("--solvers", default=None, help="default: every fixed-step ODE solver (or name SDE ones)")
+    ap.add_argument("--solvers", default=None,
+                    help="default: every fixed-step ODE solver (or name SDE ones; name:opt=v;opt=v for options)")
     ap.add_argument("--nfe", default="5,6,8,10")
     ap.add_argument("--variants", default="c=1,c=2")
     ap.add_argument("--schedule", default=None, help="the grid to stop short (default: each solver's default_schedule)")
@@ -84,6 +101,8 @@ def main() -> None:
     torch.set_num_threads(1)
     solvers = args.solvers.split(",") if args.solvers else [
         i.name for i in sdekit.solvers.available() if i.kind == "ode" and not i.adaptive and i.name != "torchdiffeq"]
+    for spec in solvers:
+        _resolve(spec)  # an unknown solver or option is refused before any work
     variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     for v in variants:
         fraction(v, 1)  # a malformed variant is refused before any work
@@ -103,7 +122,7 @@ def main() -> None:
             exact = mix.sample(20000, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
             lam_ends = grids._log_snr_ends(sde, sde.T, sde.eps)
             for solver in solvers:
-                s = sdekit.solvers.resolve(solver)
+                s = _resolve(solver)
                 for nfe in (int(b) for b in args.nfe.split(",")):
                     try:
                         steps = sdekit.steps_for_nfe(s, nfe, denoise=True)
@@ -117,7 +136,7 @@ def main() -> None:
                         if s.stochastic:  # FD and sliced W2, averaged over --seeds noise draws
                             fds, sw2s = [], []
                             for k in range(args.seeds):
-                                x = sdekit.sample(score, sde, solver, x_T=x_T, schedule=g,
+                                x = sdekit.sample(score, sde, s, x_T=x_T, schedule=g,
                                                   generator=torch.Generator().manual_seed(k)).double()
                                 ok = bool(torch.isfinite(x).all())
                                 fds.append(frechet_distance(x, exact) if ok else math.inf)
@@ -126,7 +145,7 @@ def main() -> None:
                                             if ok else math.inf)
                             row[label] = {"f": f, "sw2": sum(sw2s) / len(sw2s), "fd": sum(fds) / len(fds)}
                             continue
-                        x = sdekit.sample(score, sde, solver, x_T=x_T, schedule=g).double()
+                        x = sdekit.sample(score, sde, s, x_T=x_T, schedule=g).double()
                         ok = bool(torch.isfinite(x).all())
                         row[label] = {"f": f, "ode": ode_map_error(x, ref, std) if ok else math.inf,
                                       "fd": frechet_distance(x, exact) if ok else math.inf}

@@ -135,7 +135,7 @@ def _unipc_bh1(steps, dtype):
     assert not torch.isfinite(last).any()  # diffusers' own final step
     score_fn, sde = from_diffusers(model, sch)
     ours = sdekit.sample(score_fn, sde, "unipc", schedule=sde.times(sch.timesteps), x_T=x_T, variant="bh1",
-                         lower_order_final=False, denoise=False)
+                         predictor_order=2, lower_order_final=False, denoise=False)
     return x, ours
 
 
@@ -229,10 +229,11 @@ ROWS = [
         tol=3e-5, why="equivalent; the difference is diffusers' round-off: its closed-form log-rho coefficients are "
                       "differences of rho (ln rho)^2 terms taken in its float32 sigmas (with the sigmas cast to "
                       "float64 it reads 3e-8; at 50 steps 9e-5)"),
-    Row("UniPCMultistepScheduler (default: bh2)", "`unipc`, `lower_order_final=False`",
-        _vp("UniPCMultistepScheduler", "unipc", lower_order_final=False)),
+    Row("UniPCMultistepScheduler (default: bh2, solver_order=2)",
+        "`unipc`, `predictor_order=2`, `lower_order_final=False`",
+        _vp("UniPCMultistepScheduler", "unipc", predictor_order=2, lower_order_final=False)),
     Row("UniPCMultistepScheduler(solver_type='bh1'), before its last step",
-        '`unipc`, `variant="bh1"`, `lower_order_final=False`, `denoise=False`', _unipc_bh1,
+        '`unipc`, `variant="bh1"`, `predictor_order=2`, `lower_order_final=False`, `denoise=False`', _unipc_bh1,
         why="diffusers' bh1 returns NaN on its last step to sigma = 0 (B(h) = h with h = inf, "
             "default final_sigmas_type='zero'); compared on the state before that step, sdekit's is finite"),
     Row("EDMEulerScheduler", "`ode_euler`, `from_kdiffusion` on the preconditioned model, `schedule=sigmas[:-1]`",
