@@ -304,7 +304,7 @@ def sample(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SO
         schedule: time grid: ``"uniform"``, ``"quadratic"``, ``"logsnr"``, ``"karras"``, a callable
             or a tensor of times (default: the solver's ``default_schedule``, see
             :func:`sdekit.grids.default_grid`: with the denoising step, no ``save_at=`` and no ``eps=``,
-            below 20 score evaluations most ODE solvers' default grids stop short of ``eps``,
+            below 20 score evaluations most solvers' default grids stop short of ``eps``,
             :func:`sdekit.grids.default_stop`); ``"auto"`` tunes one
             to ``score_fn`` with :func:`sdekit.grids.tune` (its pilot's NFE in ``Solution.stats``; for an ODE
             solver, with the denoising step, no ``save_at=`` and no ``eps=``, the tuned grid may stop short of
