@@ -65,7 +65,7 @@ def fraction(variant: str, steps: int, nfe: int = 4, solver=None, sde=None) -> f
         f0, n1 = float(f0), float(n1)
         if not n1 > 4:
             raise ValueError(f"a taper t=F0:N1 needs N1 > 4, got {variant!r}")
-        return f0 * min(1.0, max(0.0, (n1 - nfe) / (n1 - 4)))
+        return grids._taper(f0, nfe, n1)  # the library's taper, to another end
     raise ValueError(f"a variant is default, f=FRACTION, c=COEFFICIENT or t=F0:N1, got {variant!r}")
 
 

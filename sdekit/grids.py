@@ -141,8 +141,13 @@ def default_stop(solver: Any, sde: SDE, steps: int) -> float:
         return 0.0
     if bool(solver.stochastic) != bool(getattr(type(solver), "stochastic", solver.stochastic)):
         return 0.0  # measured with the default options: ddim with eta > 0, dpmpp_2m_sde with eta = 0 end at eps
-    n = solver.nfe_for(check_int("steps", steps, minimum=1))
-    return f0 * min(1.0, max(0.0, (DEFAULT_STOP_UNTIL - n) / (DEFAULT_STOP_UNTIL - 4)))
+    return _taper(f0, solver.nfe_for(check_int("steps", steps, minimum=1)), DEFAULT_STOP_UNTIL)
+
+
+def _taper(f0: float, nfe: int, until: float) -> float:
+    """``f0`` at ``nfe <= 4`` score evaluations, falling linearly to 0 at ``until`` (:func:`default_stop`'s rule;
+    ``benchmarks/default_stop.py`` studies other ``until``)."""
+    return f0 * min(1.0, max(0.0, (until - nfe) / (until - 4)))
 
 
 def default_grid(solver: Any, sde: SDE, steps: int, *, eps: float | None = None, stop_short: bool = True) -> Tensor:
@@ -605,7 +610,7 @@ def tune(score_fn: Callable[[Tensor, Tensor], Tensor], sde: SDE, solver: Any, nf
     ref, nfe_used = ref_sol.x, ref_sol.nfe
     if bar is not None:
         bar.update(nfe_used - bar.n)  # what the reference's steps did not report (its denoising step)
-    default = get_grid(default_schedule(solver, sde), sde, steps, eps=e)  # the default grid ending at eps
+    default = default_grid(solver, sde, steps, eps=e, stop_short=False)  # the default grid ending at eps
     n_pilot = ref.shape[0]
     half = max(1, n_pilot // 2)
     halves = (slice(0, n_pilot), slice(0, half), slice(half, n_pilot))  # the whole pilot and its two halves

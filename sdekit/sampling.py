@@ -229,7 +229,10 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
         check_tunable(solver)
     # schedule="auto": every check runs on the solver's default grid (same steps and ends), and the pilot
     # that tunes the grid only after all of them, so a refused run spends no score evaluation
-    grid = default_grid(solver, sde, steps, eps=eps, stop_short=schedule is None and denoise and save_at is None) \
+    # a grid may stop short of eps (a default or tuned one) only for a run that ends with its denoising step and
+    # saves no states (see grids.default_grid)
+    stop_short = denoise and save_at is None
+    grid = default_grid(solver, sde, steps, eps=eps, stop_short=schedule is None and stop_short) \
         if schedule is None or auto else get_grid(schedule, sde, steps, eps=eps)
     state_dtype = x_T.dtype if isinstance(x_T, Tensor) else dtype or torch.get_default_dtype()
 
@@ -256,8 +259,8 @@ def solve(score_fn: ScoreFn, sde: SDE, solver: str | type | Solver = DEFAULT_SOL
     check_tolerances(solver, grid, x.dtype)
     auto_stats: dict = {}
     if auto:
-        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps,
-                                        stop_short=denoise and save_at is None, progress=progress)
+        grid, auto_stats = resolve_auto(score_fn, sde, solver, steps, x, eps=eps, stop_short=stop_short,
+                                        progress=progress)
         check_grid(grid)
     if condition is not None:
         solver = Conditioned(solver, condition)  # the condition wraps the solver; finalize below
