@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
 import sys
@@ -34,11 +33,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sdekit  # noqa: E402
-
-
-def _gm(xs: list[float]) -> float:
-    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs and all(math.isfinite(x) and x > 0 for x in xs) \
-        else math.inf
+from benchmarks._peers.common import geometric_mean as _gm  # noqa: E402
 
 
 def _default_of(solver: str) -> str:

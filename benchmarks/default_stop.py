@@ -45,6 +45,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import sdekit  # noqa: E402
+from benchmarks._peers.common import geometric_mean as gm  # noqa: E402
 from sdekit import grids  # noqa: E402
 from sdekit.metrics import frechet_distance, ode_map_error, sliced_wasserstein  # noqa: E402
 from sdekit.testing import mixture_family  # noqa: E402
@@ -157,10 +158,6 @@ def main() -> None:
         for v in variants:
             first = "ode" if "ode" in r["eps"] else "sw2"  # a stochastic solver's first metric is sliced W2
             ratios[(r["solver"], r["nfe"], v)].append((r[v][first] / r["eps"][first], r[v]["fd"] / r["eps"]["fd"]))
-
-    def gm(xs: list[float]) -> float:
-        return math.exp(sum(math.log(x) for x in xs) / len(xs)) if all(math.isfinite(x) and x > 0 for x in xs) \
-            else math.inf
 
     nfes = sorted({r["nfe"] for r in rows})
     lines = [f"# Default grids stopping short of eps (**{args.split}** split)", "",

@@ -224,6 +224,13 @@ class RunSpec:
     deterministic: bool = False
 
 
+def geometric_mean(xs: list[float]) -> float:
+    """Geometric mean of ratios; ``inf`` when any is non-finite or <= 0 (a failed run counts as the worst), or
+    when there are none."""
+    return math.exp(sum(math.log(x) for x in xs) / len(xs)) if xs and all(math.isfinite(x) and x > 0 for x in xs) \
+        else math.inf
+
+
 def steps_for(budget: int, nfe_per_step: int, extra: int = 0) -> int:
     """Largest step count ``n`` with ``n * nfe_per_step + extra <= budget`` (at least 1)."""
     return max(1, (budget - extra) // nfe_per_step)
