@@ -98,9 +98,8 @@ def auto_schedule(*, pilot_batch: int = AUTO_PILOT_BATCH, seed: int = AUTO_PILOT
         key = (p.name, p.sde_name, budget, solver.name, repr(getattr(solver, "__dict__", {})))
         if key not in tuned:
             info: dict = {}
-            opts = {} if free_end is None else {"free_end": free_end}
             grid = sdekit.grids.tune(p.score, p.sde, solver, budget, shape=(1, p.dim), pilot_batch=pilot_batch,
-                                     seed=seed, dtype=dtype, cache=False, shift=shift, info=info, **opts)
+                                     seed=seed, dtype=dtype, cache=False, shift=shift, free_end=free_end, info=info)
             tuned[key] = (grid, int(info["pilot_nfe"]))
         return tuned[key]
 
