@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._utils import check_int, check_real
+from ._utils import check_bool, check_int, check_real
 from .sde import SDE
 
 __all__ = ["uniform", "quadratic", "logsnr", "karras", "snr_power", "get_grid", "default_schedule", "default_grid",
@@ -158,6 +158,7 @@ def default_grid(solver: Any, sde: SDE, steps: int, *, eps: float | None = None,
     states (``denoise=True``, no ``save_at=``): an explicit ``eps=`` says where the run ends, ``save_at=`` times
     may name ``eps``, and without the denoising step the run would return the noisy state at the grid's end.
     """
+    check_bool("stop_short", stop_short)
     grid = get_grid(default_schedule(solver, sde), sde, steps, eps=eps)
     frac = default_stop(solver, sde, steps) if stop_short and eps is None else 0.0
     if frac > 0.0:

@@ -86,6 +86,11 @@ def test_the_grid_ends_at_eps_when_the_run_says_so(options):
     assert float(grids.default_grid(resolve("unipc"), sde, 4)[-1]) > 10 * sde.eps  # (without them: it stops short)
 
 
+def test_default_grid_refuses_a_non_bool_stop_short():
+    with pytest.raises(TypeError, match="stop_short must be a bool"):
+        grids.default_grid(resolve("unipc"), sdekit.VPSDE(), 4, stop_short="no")
+
+
 def test_flows_keep_the_grid_ending_at_eps():
     sde = sdekit.FlowSDE()
     assert grids.default_stop(resolve("unipc"), sde, 4) == 0.0
